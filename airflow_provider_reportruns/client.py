@@ -1,0 +1,873 @@
+"""Stripe Reporting API wire protocol over ``requests``, with no Airflow inside.
+
+What lives here: form encoding, authentication, the host allow-list, retries with backoff and
+idempotency keys, a per-process rate limit, Stripe-shaped errors and streamed file downloads.
+The Airflow hook builds one :class:`StripeReportingClient` from a connection; everything above
+the hook (operators, sensors, triggers) goes through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "DEFAULT_API_BASE",
+    "RateLimiter",
+    "ReportRunStatus",
+    "StripeError",
+    "StripeReportingClient",
+    "encode_form",
+    "mask_key",
+    "to_unix_seconds",
+]
+
+DEFAULT_API_BASE = "https://api.stripe.com"
+STRIPE_API_HOST = "api.stripe.com"
+STRIPE_FILES_HOST = "files.stripe.com"
+
+# Retry policy, in the spirit of stripe-python's: a few named numbers and one decision function.
+DEFAULT_MAX_RETRIES = 3
+INITIAL_BACKOFF = 0.5
+MAX_BACKOFF = 8.0
+# After a 429, every request of the process through the same limiter waits at least this long.
+RATE_LIMIT_PENALTY = 1.0
+# Stripe's test mode allows 25 reads/s; stay safely under it unless the connection says otherwise.
+DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
+DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)  # (connect, read) seconds
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+DOWNLOAD_CHUNK_SIZE = 1 << 20
+LIST_LIMIT_RANGE = (1, 100)
+CREATED_FILTER_KEYS = ("gt", "gte", "lt", "lte")
+
+
+class ReportRunStatus(str, Enum):
+    """The statuses Stripe documents for ``reporting.report_run``.
+
+    Stripe sends ``status`` as a plain string, so an unknown value is possible; it counts as
+    "not finished yet", never as success.
+    """
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @classmethod
+    def is_terminal(cls, status: str | None) -> bool:
+        return status in TERMINAL_STATUSES
+
+    @classmethod
+    def is_known(cls, status: str | None) -> bool:
+        return status in {s.value for s in cls}
+
+
+TERMINAL_STATUSES = frozenset({ReportRunStatus.SUCCEEDED.value, ReportRunStatus.FAILED.value})
+
+
+class StripeError(Exception):
+    """A call to Stripe that did not succeed.
+
+    Carries Stripe's own fields so callers can branch on them; ``str()`` reads well in a task log:
+    ``Stripe rejected the report run for balance.summary.1 (400 invalid_request_error, param
+    parameters[interval_end]): Data for the report type … (request req_…)``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        stripe_message: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+        self.stripe_message = stripe_message
+        self.request_id = request_id
+        # True when a file download ended short: worth starting again from the first byte.
+        self.partial_download = False
+
+    def __reduce__(self) -> Any:
+        # Keep the extra fields when the exception crosses a process boundary.
+        return (_rebuild_error, (type(self), self.message, self.__dict__))
+
+    @property
+    def is_data_unavailable(self) -> bool:
+        """Stripe refused an interval because its data is not prepared yet (or no longer)."""
+        text = self.stripe_message or ""
+        return self.http_status == 400 and "is only available" in text
+
+
+def _rebuild_error(cls: type[StripeError], message: str, fields: dict[str, Any]) -> StripeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(fields)
+    return error
+
+
+def mask_key(key: str) -> str:
+    """``sk_test_…abcd``: enough to tell keys apart in a message, never enough to use one."""
+    prefix = key.split("_", 2)
+    head = "_".join(prefix[:2]) + "_" if len(prefix) == 3 else ""
+    return f"{head}…{key[-4:]}" if len(key) > 8 else "…"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_api_base(api_base: str) -> str:
+    """Check an API base URL and return it without a trailing slash.
+
+    ``https://`` anywhere; plain ``http://`` only to a loopback host (the local simulator), so a
+    secret key never crosses a network in clear text.
+    """
+    parts = urlsplit(api_base)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(
+            f"The Stripe API base URL {api_base!r} is not a URL with a scheme and host; "
+            f"use {DEFAULT_API_BASE} (or leave the host empty) or http://127.0.0.1:PORT for the simulator."
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"Refusing plain http:// to {parts.hostname}: a Stripe key is only sent over https, "
+            "or over http to a loopback host (127.0.0.1, ::1, localhost) such as the local simulator."
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"The Stripe API base URL {api_base!r} must not carry a query, fragment or user info.")
+    return api_base.rstrip("/")
+
+
+def validate_secret_key(api_key: str | None, *, source: str = "the client") -> str:
+    """Reject an empty or publishable key before any request is made."""
+    key = (api_key or "").strip()
+    if not key:
+        raise ValueError(f"No Stripe secret key in {source}: put an sk_… or rk_… key in the password field.")
+    if key.startswith("pk_"):
+        raise ValueError(
+            f"The Stripe key in {source} is a publishable key (pk_…), which cannot call the Reporting API; "
+            "use a secret key (sk_…) or a restricted key (rk_…) with the report_runs_and_report_types_read "
+            "permission."
+        )
+    return key
+
+
+def to_unix_seconds(value: Any, name: str) -> int:
+    """Convert an interval bound to UTC Unix seconds.
+
+    Accepts an ``int`` (Unix seconds), a string of digits, an aware ``datetime`` or an ISO 8601
+    string with an offset. Naive datetimes are refused: for a finance report, guessing the zone
+    silently shifts the interval by hours.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a timestamp, got the boolean {value!r}.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise ValueError(f"{name} must be a whole number of Unix seconds, got {value!r}.")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{name} must be Unix seconds, an aware datetime or an ISO 8601 date-time, got {value!r}."
+            ) from None
+        return to_unix_seconds(parsed, name)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"{name} is a naive datetime ({value.isoformat()}); pass a timezone-aware datetime "
+                "(for example pendulum.datetime(2024, 1, 1, tz='UTC')), an ISO 8601 string with an offset, "
+                "or Unix seconds."
+            )
+        seconds = value.timestamp()
+        if not seconds.is_integer():
+            raise ValueError(f"{name} ({value.isoformat()}) must fall on a whole second.")
+        return int(seconds)
+    raise ValueError(
+        f"{name} must be Unix seconds, an aware datetime or an ISO 8601 date-time, "
+        f"got {type(value).__name__} {value!r}."
+    )
+
+
+def encode_form(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Form-encode nested data the way Stripe's API expects.
+
+    ``{"parameters": {"interval_start": 1, "columns": ["a", "b"]}}`` becomes
+    ``parameters[interval_start]=1``, ``parameters[columns][0]=a``, ``parameters[columns][1]=b``.
+    ``None`` values are left out.
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        pairs.extend(_encode_value(name, value))
+    return pairs
+
+
+def _encode_value(name: str, value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return encode_form(value, name)
+    if isinstance(value, (list, tuple)):
+        pairs: list[tuple[str, str]] = []
+        for index, item in enumerate(value):
+            pairs.extend(_encode_value(f"{name}[{index}]", item))
+        return pairs
+    if isinstance(value, bool):
+        return [(name, "true" if value else "false")]
+    return [(name, str(value))]
+
+
+class RateLimiter:
+    """Spaces requests at least ``1 / rate`` seconds apart, across threads and event loops.
+
+    Each caller reserves the next free slot under a lock and then waits for it (``time.sleep`` in
+    a thread, ``asyncio.sleep`` in a trigger), so no 1-second window ever holds more than ``rate``
+    request starts. A 429 pushes the next free slot back for everyone sharing the limiter.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._next_free = 0.0
+        self.rate = rate
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"max_requests_per_second must be a positive number, got {value!r}.")
+        self._rate = float(value)
+        self._interval = 1.0 / self._rate
+
+    def reserve(self) -> float:
+        """Claim the next slot; return how many seconds to wait before using it."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_free)
+            self._next_free = slot + self._interval
+            return slot - now
+
+    def acquire(self) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            time.sleep(delay)
+
+    async def acquire_async(self) -> None:
+        import asyncio
+
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def penalize(self, seconds: float = RATE_LIMIT_PENALTY) -> None:
+        """Hold every waiter back after Stripe answered 429."""
+        with self._lock:
+            self._next_free = max(self._next_free, self._clock() + seconds)
+
+
+_limiters: dict[str, RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_rate_limiter(api_base: str, api_key: str, stripe_account: str | None, rate: float) -> RateLimiter:
+    """The process-wide limiter for one Stripe account at one API host.
+
+    Stripe counts its limits per account, so every hook and trigger in a process that uses the same
+    key (and connected account) shares one limiter. The newest configured rate wins.
+    """
+    fingerprint = hashlib.sha256(f"{api_base}\0{api_key}\0{stripe_account or ''}".encode()).hexdigest()
+    with _limiters_lock:
+        limiter = _limiters.get(fingerprint)
+        if limiter is None:
+            limiter = _limiters[fingerprint] = RateLimiter(rate)
+        elif limiter.rate != rate:
+            limiter.rate = rate
+        return limiter
+
+
+class _Retryable(Exception):
+    """Internal: an attempt that may be tried again; ``error`` is raised if it is the last."""
+
+    def __init__(self, error: StripeError, *, rate_limited: bool = False, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.rate_limited = rate_limited
+        self.retry_after = retry_after
+
+
+class StripeReportingClient:
+    """A small client for Stripe's report runs, report types and result files.
+
+    :param api_key: secret (``sk_``) or restricted (``rk_``) key; never logged nor put in errors.
+    :param api_base: API base URL; ``https://`` or ``http://`` to a loopback host.
+    :param stripe_account: connected account id sent as ``Stripe-Account``.
+    :param api_version: pinned API version sent as ``Stripe-Version``.
+    :param timeout: seconds per request, a number or ``(connect, read)``.
+    :param max_retries: retries after the first attempt for retryable failures.
+    :param max_requests_per_second: client-side limit shared by the whole process.
+    :param initial_backoff: first retry delay in seconds (doubles per retry, capped, with jitter).
+    :param source: what holds the key, for messages (``connection 'stripe_default'``).
+    :param error_class: the exception type to raise; the Airflow hook passes an AirflowException
+        subclass of :class:`StripeError`.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str = DEFAULT_API_BASE,
+        stripe_account: str | None = None,
+        api_version: str | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
+        initial_backoff: float = INITIAL_BACKOFF,
+        source: str = "the client",
+        error_class: type[StripeError] = StripeError,
+    ) -> None:
+        self._api_key = validate_secret_key(api_key, source=source)
+        self.api_base = validate_api_base(api_base)
+        self.stripe_account = stripe_account or None
+        self.api_version = api_version or None
+        self.timeout = timeout
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ValueError(f"max_retries must be a whole number >= 0, got {max_retries!r}.")
+        self.max_retries = max_retries
+        self.initial_backoff = initial_backoff
+        self.source = source
+        self.error_class = error_class
+        self.rate_limiter = shared_rate_limiter(
+            self.api_base, self._api_key, self.stripe_account, float(max_requests_per_second)
+        )
+        self._session: requests.Session | None = None
+        self._session_lock = threading.Lock()
+        self._sleep: Callable[[float], None] = time.sleep
+        # Counters for logs and benchmarks: what this client sent and how often it retried.
+        self.request_count = 0
+        self.retry_count = 0
+
+    def __repr__(self) -> str:
+        return f"StripeReportingClient(api_base={self.api_base!r}, source={self.source!r})"
+
+    # -- session ---------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        """One ``requests.Session`` per client (keep-alive), created on first use."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        from airflow_provider_reportruns import __version__
+
+        session = requests.Session()
+        # Threads (sensors in one worker, triggers' thread pool) share the client: keep enough
+        # pooled connections that none is thrown away after each request.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.verify = True
+        session.headers["User-Agent"] = f"airflow-provider-reportruns/{__version__} {session.headers['User-Agent']}"
+        return session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> StripeReportingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- report runs -----------------------------------------------------------------------------
+
+    def create_report_run(
+        self, report_type: str, parameters: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/reporting/report_runs``; one Idempotency-Key is reused on every retry.
+
+        :param report_type: e.g. ``balance.summary.1``.
+        :param parameters: ``interval_start``, ``interval_end``, ``columns``, ``payout``, … as Stripe names them.
+        :param idempotency_key: the caller's key; a random one is generated when omitted.
+        """
+        if not isinstance(report_type, str) or not report_type.strip():
+            raise ValueError("report_type must be a non-empty string such as 'balance.summary.1'.")
+        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise ValueError(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {len(key)}.")
+        form: dict[str, Any] = {"report_type": report_type}
+        if parameters:
+            form["parameters"] = dict(parameters)
+        return self._request(
+            "POST",
+            "/v1/reporting/report_runs",
+            what=f"the report run for {report_type}",
+            data=encode_form(form),
+            idempotency_key=key,
+        )
+
+    def get_report_run(self, report_run_id: str) -> dict[str, Any]:
+        """``GET /v1/reporting/report_runs/{id}``."""
+        run_id = _check_id(report_run_id, "report_run_id", "frr_")
+        return self._request("GET", f"/v1/reporting/report_runs/{run_id}", what=f"report run {run_id}")
+
+    def list_report_runs(
+        self,
+        *,
+        created: int | Mapping[str, int] | None = None,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> dict[str, Any]:
+        """``GET /v1/reporting/report_runs``: one page, newest first, as Stripe returns it.
+
+        :param created: Unix seconds, or a mapping with any of ``gt``, ``gte``, ``lt``, ``lte``.
+        :param limit: 1 to 100 (Stripe's default is 10).
+        :param starting_after: cursor: runs after (older than) this id.
+        :param ending_before: cursor: runs before (newer than) this id.
+        """
+        query: dict[str, Any] = {}
+        if created is not None:
+            query["created"] = _check_created(created)
+        if limit is not None:
+            low, high = LIST_LIMIT_RANGE
+            if isinstance(limit, bool) or not isinstance(limit, int) or not low <= limit <= high:
+                raise ValueError(f"limit must be a whole number from {low} to {high}, got {limit!r}.")
+            query["limit"] = limit
+        if starting_after and ending_before:
+            raise ValueError("Pass starting_after or ending_before, not both: they are opposite cursors of one list.")
+        if starting_after:
+            query["starting_after"] = _check_id(starting_after, "starting_after", "frr_")
+        if ending_before:
+            query["ending_before"] = _check_id(ending_before, "ending_before", "frr_")
+        return self._request("GET", "/v1/reporting/report_runs", what="the report run list", params=encode_form(query))
+
+    def iter_report_runs(
+        self, *, created: int | Mapping[str, int] | None = None, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching report run, newest first, following ``has_more`` page by page."""
+        starting_after: str | None = None
+        while True:
+            page = self.list_report_runs(created=created, limit=page_size, starting_after=starting_after)
+            data = page.get("data") or []
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            starting_after = data[-1]["id"]
+
+    # -- report types ----------------------------------------------------------------------------
+
+    def list_report_types(self) -> list[dict[str, Any]]:
+        """``GET /v1/reporting/report_types``: the full list (Stripe does not page it)."""
+        page = self._request("GET", "/v1/reporting/report_types", what="the report type list")
+        return list(page.get("data") or [])
+
+    def get_report_type(self, report_type: str) -> dict[str, Any]:
+        """``GET /v1/reporting/report_types/{id}``: availability window and default columns."""
+        type_id = _check_id(report_type, "report_type")
+        return self._request("GET", f"/v1/reporting/report_types/{type_id}", what=f"report type {type_id}")
+
+    # -- result files ----------------------------------------------------------------------------
+
+    def check_file_url(self, url: str) -> str:
+        """Refuse to send the key anywhere but the API host or Stripe's file host.
+
+        Stripe serves result files from ``https://files.stripe.com``; a local API base (the
+        simulator) serves them itself. Any other host gets no request at all.
+        """
+        parts = urlsplit(url)
+        api = urlsplit(self.api_base)
+        same_as_api = (parts.scheme, parts.hostname, parts.port) == (api.scheme, api.hostname, api.port)
+        stripe_files = parts.scheme == "https" and parts.hostname == STRIPE_FILES_HOST and parts.port in (None, 443)
+        if not (same_as_api or stripe_files):
+            raise self.error_class(
+                f"Refusing to download a result file from {parts.scheme}://{parts.netloc}: the Stripe key is "
+                f"only sent to {api.scheme}://{api.netloc} and https://{STRIPE_FILES_HOST}."
+            )
+        return url
+
+    @contextlib.contextmanager
+    def open_file(self, url: str, *, what: str = "the result file") -> Iterator[requests.Response]:
+        """Open a streamed ``GET`` of a result file (``result.url``) with the same key."""
+        self.check_file_url(url)
+        response = self._send("GET", url, what=what, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def download_file(
+        self,
+        url: str,
+        write: Callable[[bytes], Any],
+        *,
+        expected_size: int | None = None,
+        chunk_size: int = DOWNLOAD_CHUNK_SIZE,
+        what: str = "the result file",
+    ) -> int:
+        """Stream a result file through ``write`` in chunks; return the byte count.
+
+        Raises when fewer or more bytes than ``expected_size`` (Stripe's ``result.size``) arrive,
+        so a cut connection never passes for a complete report.
+        """
+        import requests
+
+        received = 0
+        with self.open_file(url, what=what) as response:
+            try:
+                for chunk in response.iter_content(chunk_size):
+                    write(chunk)
+                    received += len(chunk)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                raise self._partial_download(
+                    f"The download of {what} broke off after {received} bytes ({type(exc).__name__})."
+                ) from None
+        if expected_size is not None and received != expected_size:
+            raise self._partial_download(
+                f"The download of {what} is incomplete: received {received} bytes, Stripe announced "
+                f"{expected_size} (result.size)."
+            )
+        return received
+
+    def _partial_download(self, message: str) -> StripeError:
+        error = self._error(message)
+        error.partial_download = True
+        return error
+
+    def download_to_path(
+        self,
+        url: str,
+        destination: str | os.PathLike[str],
+        *,
+        expected_size: int | None = None,
+        what: str = "the result file",
+    ) -> str:
+        """Stream a result file to a local path, atomically.
+
+        Bytes go to a temporary file beside the destination, which is renamed into place only once
+        the whole file arrived; a failed download leaves nothing at ``destination``. A download cut
+        off part-way is started again, up to ``max_retries`` times.
+        """
+        path = os.fspath(destination)
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise self.error_class(f"Cannot create the directory {directory} for {what}: {exc.strerror}.") from None
+        attempt = 0
+        while True:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+            except OSError as exc:
+                raise self.error_class(f"Cannot write {what} to {path}: {exc.strerror}.") from None
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    self.download_file(url, handle.write, expected_size=expected_size, what=what)
+                os.replace(tmp, path)
+                return path
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                if getattr(exc, "partial_download", False) and attempt < self.max_retries:
+                    attempt += 1
+                    self.retry_count += 1
+                    self._sleep(self._backoff(attempt))
+                    continue
+                raise
+
+    # -- the request pipeline --------------------------------------------------------------------
+
+    def _headers(self, idempotency_key: str | None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        if self.api_version:
+            headers["Stripe-Version"] = self.api_version
+        if self.stripe_account:
+            headers["Stripe-Account"] = self.stripe_account
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        data: Sequence[tuple[str, str]] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        response = self._send(
+            method,
+            self.api_base + path,
+            what=what,
+            params=params,
+            data=data,
+            idempotency_key=idempotency_key,
+            parse_json=True,
+        )
+        return response  # type: ignore[return-value]
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        data: Sequence[tuple[str, str]] | None = None,
+        idempotency_key: str | None = None,
+        stream: bool = False,
+        parse_json: bool = False,
+    ) -> Any:
+        """Send one logical request, retrying as :meth:`_should_retry` decides.
+
+        Returns the decoded JSON object (``parse_json``) or the open streamed response.
+        """
+        headers = self._headers(idempotency_key)
+        attempt = 0
+        while True:
+            self.rate_limiter.acquire()
+            self.request_count += 1
+            try:
+                return self._attempt(method, url, what, params, data, headers, stream, parse_json)
+            except _Retryable as retryable:
+                if retryable.rate_limited:
+                    self.rate_limiter.penalize()
+                if attempt >= self.max_retries:
+                    if attempt:
+                        retryable.error.args = (f"{retryable.error.message} (gave up after {attempt + 1} attempts)",)
+                        retryable.error.message = retryable.error.args[0]
+                    raise retryable.error from None
+                attempt += 1
+                self.retry_count += 1
+                delay = self._backoff(attempt)
+                if retryable.retry_after is not None:
+                    delay = max(delay, min(retryable.retry_after, MAX_BACKOFF))
+                self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.initial_backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+        return base * random.uniform(0.5, 1.0)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        params: Sequence[tuple[str, str]] | None,
+        data: Sequence[tuple[str, str]] | None,
+        headers: dict[str, str],
+        stream: bool,
+        parse_json: bool,
+    ) -> Any:
+        import requests
+
+        try:
+            response = self.session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                stream=stream,
+                allow_redirects=False,
+                verify=True,
+            )
+        except requests.exceptions.SSLError as exc:
+            # Not retried: a certificate problem does not fix itself (stripe-python agrees).
+            raise self._error(f"Could not verify the TLS certificate of {_origin(url)} for {what}: {exc}") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+            raise _Retryable(
+                self._error(f"The connection to {_origin(url)} {kind} while requesting {what} ({type(exc).__name__}).")
+            ) from None
+
+        request_id = response.headers.get("Request-Id")
+        if response.status_code < 300:
+            if not parse_json:
+                return response
+            try:
+                body = response.json()
+            except ValueError:
+                raise _Retryable(
+                    self._error(
+                        f"Stripe answered {what} with a body that is not valid JSON "
+                        f"({response.status_code}, {len(response.content)} bytes)",
+                        http_status=response.status_code,
+                        request_id=request_id,
+                    )
+                ) from None
+            if not isinstance(body, dict):
+                raise _Retryable(self._error(f"Stripe answered {what} with JSON that is not an object."))
+            return body
+
+        try:
+            error = self._error_from_response(response, what)
+        finally:
+            response.close()
+        if self._should_retry(response):
+            retry_after = _float_or_none(response.headers.get("Retry-After"))
+            raise _Retryable(error, rate_limited=response.status_code == 429, retry_after=retry_after)
+        raise error
+
+    @staticmethod
+    def _should_retry(response: requests.Response) -> bool:
+        """Stripe's retry decision, in a fixed order; connection errors are retried before this."""
+        should_retry = response.headers.get("Stripe-Should-Retry")
+        if should_retry == "true":
+            return True
+        if should_retry == "false":
+            return False
+        if response.status_code in (409, 429):
+            return True
+        return response.status_code >= 500
+
+    def _error_from_response(self, response: requests.Response, what: str) -> StripeError:
+        request_id = response.headers.get("Request-Id")
+        status = response.status_code
+        fields: dict[str, Any] = {}
+        try:
+            body = response.json()
+            if isinstance(body, dict) and isinstance(body.get("error"), dict):
+                fields = body["error"]
+        except ValueError:
+            pass
+        error_type = fields.get("type")
+        code = fields.get("code")
+        param = fields.get("param")
+        stripe_message = self._scrub(str(fields.get("message") or response.reason or "no message"))
+        detail = ", ".join(
+            str(part)
+            for part in (
+                f"{status} {error_type}" if error_type else str(status),
+                code and f"code {code}",
+                param and f"param {param}",
+            )
+            if part
+        )
+        verb = "failed on" if status >= 500 else "rejected"
+        text = f"Stripe {verb} {what} ({detail}): {stripe_message}{_hint(status, stripe_message, self.source)}"
+        if request_id:
+            text += f" (request {request_id})"
+        return self._error(
+            text,
+            http_status=status,
+            error_type=error_type,
+            code=code,
+            param=param,
+            stripe_message=stripe_message,
+            request_id=request_id,
+        )
+
+    def _error(self, message: str, **fields: Any) -> StripeError:
+        return self.error_class(self._scrub(message), **fields)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, mask_key(self._api_key))
+
+
+def _hint(status: int, message: str, source: str) -> str:
+    """One sentence on what to do, for the errors people meet in their first hour."""
+    if status == 401:
+        return f". The Stripe key in {source} was rejected: check the password field holds a valid secret key."
+    if status == 403:
+        return (
+            f". The key in {source} lacks a permission: a restricted key needs "
+            "report_runs_and_report_types_read (Read) to use the Reporting API."
+        )
+    if status == 400 and "live" in message.lower() and "mode" in message.lower():
+        return f". This report type needs a live-mode key (sk_live_… or rk_live_…) in {source}."
+    return ""
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _check_id(value: Any, name: str, prefix: str | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}.")
+    value = value.strip()
+    if "/" in value or "?" in value or "#" in value or any(c.isspace() for c in value):
+        raise ValueError(f"{name} {value!r} is not a Stripe id.")
+    if prefix and not value.startswith(prefix):
+        raise ValueError(f"{name} {value!r} is not a Stripe report run id (they start with {prefix!r}).")
+    return value
+
+
+def _check_created(created: Any) -> int | dict[str, int]:
+    if isinstance(created, Mapping):
+        unknown = sorted(set(created) - set(CREATED_FILTER_KEYS))
+        if unknown or not created:
+            raise ValueError(
+                f"created filter keys must be among {', '.join(CREATED_FILTER_KEYS)}, got {sorted(created)!r}."
+            )
+        return {op: to_unix_seconds(value, f"created[{op}]") for op, value in created.items()}
+    return to_unix_seconds(created, "created")
+
+
+def result_file(report_run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``file`` object of a succeeded run, or ``None``."""
+    result = report_run.get("result")
+    return result if isinstance(result, dict) else None
+
+
+def canonical_json(data: Any) -> str:
+    """A stable text for hashing parameters (sorted keys, no spaces)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
