@@ -47,7 +47,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Stripe Reporting",
-                "python-modules": ["airflow_provider_reportruns.triggers.report_run"],
+                "python-modules": [
+                    "airflow_provider_reportruns.triggers.report_run",
+                    "airflow_provider_reportruns.triggers.report_type",
+                ],
             }
         ],
     }

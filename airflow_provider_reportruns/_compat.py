@@ -16,9 +16,9 @@ AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".", 1)[0]) >= 3
 
 if TYPE_CHECKING or AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, Context, PokeReturnValue
-    from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 else:  # Airflow 2.10+
-    from airflow.exceptions import AirflowException, AirflowSensorTimeout
+    from airflow.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
     from airflow.hooks.base import BaseHook
     from airflow.models import BaseOperator
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue
@@ -27,6 +27,7 @@ else:  # Airflow 2.10+
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AirflowException",
+    "AirflowFailException",
     "AirflowSensorTimeout",
     "BaseHook",
     "BaseOperator",

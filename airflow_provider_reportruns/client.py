@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -109,6 +109,9 @@ class StripeError(Exception):
         self.request_id = request_id
         # True when a file download ended short: worth starting again from the first byte.
         self.partial_download = False
+        # True when every attempt failed in a way that may pass (connection, timeout, 409, 429, 5xx):
+        # a long wait keeps polling through it instead of failing the task.
+        self.transient = False
 
     def __reduce__(self) -> Any:
         # Keep the extra fields when the exception crosses a process boundary.
@@ -321,6 +324,32 @@ def shared_rate_limiter(api_base: str, api_key: str, stripe_account: str | None,
         elif limiter.rate != rate:
             limiter.rate = rate
         return limiter
+
+
+_thread_state = threading.local()
+_executor_lock = threading.Lock()
+_pool: Any = None
+# Enough threads to keep well over Stripe's rate limits busy at loopback or WAN latencies.
+ASYNC_POOL_THREADS = 16
+
+
+def _executor() -> Any:
+    global _pool
+    with _executor_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=ASYNC_POOL_THREADS, thread_name_prefix="stripe-reporting")
+        return _pool
+
+
+def _prelimited(client: StripeReportingClient, call: Callable[[], Any]) -> Any:
+    """Run ``call`` with its first request's rate-limit slot already taken in the event loop."""
+    _thread_state.prelimited = True
+    try:
+        return call()
+    finally:
+        _thread_state.prelimited = False
 
 
 class _Retryable(Exception):
@@ -580,6 +609,39 @@ class StripeReportingClient:
         error.partial_download = True
         return error
 
+    def download_atomically(
+        self,
+        url: str,
+        open_part: Callable[[], Any],
+        commit: Callable[[], None],
+        discard: Callable[[], None],
+        *,
+        expected_size: int | None = None,
+        what: str = "the result file",
+    ) -> int:
+        """Stream a result file into a temporary part, then ``commit`` it; ``discard`` on failure.
+
+        ``open_part()`` returns a fresh, empty, writable binary file object (a context manager).
+        A download cut off part-way is started again from the first byte, up to ``max_retries``
+        times; whatever happens, no partial file is ever committed.
+        """
+        attempt = 0
+        while True:
+            try:
+                with open_part() as handle:
+                    received = self.download_file(url, handle.write, expected_size=expected_size, what=what)
+                commit()
+                return received
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    discard()
+                if getattr(exc, "partial_download", False) and attempt < self.max_retries:
+                    attempt += 1
+                    self.retry_count += 1
+                    self._sleep(self._backoff(attempt))
+                    continue
+                raise
+
     def download_to_path(
         self,
         url: str,
@@ -590,36 +652,29 @@ class StripeReportingClient:
     ) -> str:
         """Stream a result file to a local path, atomically.
 
-        Bytes go to a temporary file beside the destination, which is renamed into place only once
-        the whole file arrived; a failed download leaves nothing at ``destination``. A download cut
-        off part-way is started again, up to ``max_retries`` times.
+        Bytes go to a temporary file beside the destination, renamed into place only once the
+        whole file arrived; a failed download leaves nothing at ``destination``.
         """
         path = os.fspath(destination)
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
+            fd, part = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+            os.close(fd)
         except OSError as exc:
-            raise self.error_class(f"Cannot create the directory {directory} for {what}: {exc.strerror}.") from None
-        attempt = 0
-        while True:
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
-            except OSError as exc:
-                raise self.error_class(f"Cannot write {what} to {path}: {exc.strerror}.") from None
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    self.download_file(url, handle.write, expected_size=expected_size, what=what)
-                os.replace(tmp, path)
-                return path
-            except BaseException as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                if getattr(exc, "partial_download", False) and attempt < self.max_retries:
-                    attempt += 1
-                    self.retry_count += 1
-                    self._sleep(self._backoff(attempt))
-                    continue
-                raise
+            raise self.error_class(f"Cannot write {what} to {path}: {exc.strerror or exc}.") from None
+
+        def open_part() -> IO[bytes]:
+            return open(part, "wb")
+
+        def discard() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+
+        self.download_atomically(
+            url, open_part, lambda: os.replace(part, path), discard, expected_size=expected_size, what=what
+        )
+        return path
 
     # -- the request pipeline --------------------------------------------------------------------
 
@@ -654,6 +709,21 @@ class StripeReportingClient:
         )
         return response  # type: ignore[return-value]
 
+    async def arequest(self, method_name: str, *args: Any) -> Any:
+        """Run one client method from an event loop without blocking it.
+
+        The rate-limit slot is awaited in the loop (``asyncio.sleep``), then the blocking HTTP
+        call runs on a small thread pool of this module's own, so a thousand waiting triggers
+        neither stall the triggerer's loop nor crowd its default executor.
+        """
+        import asyncio
+        import functools
+
+        await self.rate_limiter.acquire_async()
+        call = functools.partial(getattr(self, method_name), *args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_executor(), functools.partial(_prelimited, self, call))
+
     def _send(
         self,
         method: str,
@@ -672,8 +742,11 @@ class StripeReportingClient:
         """
         headers = self._headers(idempotency_key)
         attempt = 0
+        prelimited = getattr(_thread_state, "prelimited", False)
+        _thread_state.prelimited = False
         while True:
-            self.rate_limiter.acquire()
+            if not (prelimited and attempt == 0):
+                self.rate_limiter.acquire()
             self.request_count += 1
             try:
                 return self._attempt(method, url, what, params, data, headers, stream, parse_json)
@@ -681,9 +754,10 @@ class StripeReportingClient:
                 if retryable.rate_limited:
                     self.rate_limiter.penalize()
                 if attempt >= self.max_retries:
+                    retryable.error.transient = True
                     if attempt:
-                        retryable.error.args = (f"{retryable.error.message} (gave up after {attempt + 1} attempts)",)
-                        retryable.error.message = retryable.error.args[0]
+                        retryable.error.message = f"{retryable.error.message}; gave up after {attempt + 1} attempts"
+                        retryable.error.args = (retryable.error.message,)
                     raise retryable.error from None
                 attempt += 1
                 self.retry_count += 1
@@ -725,9 +799,9 @@ class StripeReportingClient:
             # Not retried: a certificate problem does not fix itself (stripe-python agrees).
             raise self._error(f"Could not verify the TLS certificate of {_origin(url)} for {what}: {exc}") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
-            kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+            problem = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
             raise _Retryable(
-                self._error(f"The connection to {_origin(url)} {kind} while requesting {what} ({type(exc).__name__}).")
+                self._error(f"Stripe at {_origin(url)} {problem} while requesting {what} ({type(exc).__name__})")
             ) from None
 
         request_id = response.headers.get("Request-Id")

@@ -1,0 +1,378 @@
+"""Airflow connection → Stripe Reporting client.
+
+The hook reads one Airflow connection (conn type ``stripe``): the secret key in the password,
+an optional API base URL in the host, and ``stripe_account`` / ``api_version`` /
+``max_requests_per_second`` / ``max_retries`` / ``timeout`` in the extras. Everything it does
+goes through :class:`~airflow_provider_reportruns.client.StripeReportingClient`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_reportruns._compat import AirflowException, BaseHook
+from airflow_provider_reportruns.client import (
+    DEFAULT_API_BASE,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    ReportRunStatus,
+    StripeError,
+    StripeReportingClient,
+    _is_loopback,
+    result_file,
+)
+
+if TYPE_CHECKING:
+    import os
+
+__all__ = [
+    "CONNECTION_EXTRAS",
+    "StripeReportRunFailed",
+    "StripeReportingError",
+    "StripeReportingHook",
+    "check_report_run",
+    "result_file_metadata",
+]
+
+# The extras a stripe connection may carry. Anything else is a typo that would otherwise be
+# silently ignored (for example "stripe_acount" acting on the platform account instead).
+CONNECTION_EXTRAS = ("stripe_account", "api_version", "max_requests_per_second", "max_retries", "timeout")
+# Refresh a run before downloading when its file expires within this many seconds.
+FILE_EXPIRY_MARGIN = 60
+
+
+class StripeReportingError(StripeError, AirflowException):
+    """The one exception type of this provider: a Stripe error that fails an Airflow task."""
+
+
+class StripeReportRunFailed(StripeReportingError):
+    """Stripe finished the report run with ``status == "failed"``."""
+
+
+def check_report_run(report_run: Mapping[str, Any]) -> bool:
+    """The shared status model: ``True`` when succeeded, ``False`` while not finished.
+
+    Raises :class:`StripeReportRunFailed` with Stripe's own error text for a failed run. Any
+    status Stripe may add later counts as not finished, never as success.
+    """
+    status = report_run.get("status")
+    if status == ReportRunStatus.SUCCEEDED:
+        return True
+    if status == ReportRunStatus.FAILED:
+        raise StripeReportRunFailed(
+            f"Stripe report run {report_run.get('id')} ({report_run.get('report_type')}) failed: "
+            f"{report_run.get('error') or 'Stripe gave no error message'}",
+            stripe_message=report_run.get("error"),
+        )
+    return False
+
+
+def result_file_metadata(report_run: Mapping[str, Any]) -> dict[str, Any]:
+    """What the sensor hands on through XCom: the result file's id, url, size, type, filename and
+    expiry, plus the report run id so a download task can refresh an expired URL."""
+    file = result_file(report_run) or {}
+    return {
+        "report_run_id": report_run.get("id"),
+        "id": file.get("id"),
+        "url": file.get("url"),
+        "size": file.get("size"),
+        "type": file.get("type"),
+        "filename": file.get("filename"),
+        "expires_at": file.get("expires_at"),
+    }
+
+
+class StripeReportingHook(BaseHook):
+    """Stripe Reporting API calls with the credentials of one Airflow connection.
+
+    :param stripe_conn_id: the Airflow connection (conn type ``stripe``).
+    :param timeout: seconds per HTTP request (overrides the connection's ``timeout`` extra).
+    :param max_retries: retries for retryable failures (overrides the ``max_retries`` extra).
+    :param initial_backoff: first retry delay in seconds; tests shorten it.
+    """
+
+    conn_name_attr = "stripe_conn_id"
+    default_conn_name = "stripe_default"
+    conn_type = "stripe"
+    hook_name = "Stripe"
+
+    def __init__(
+        self,
+        stripe_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        initial_backoff: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stripe_conn_id = stripe_conn_id
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._initial_backoff = initial_backoff
+
+    # -- connection → client ---------------------------------------------------------------------
+
+    @cached_property
+    def client(self) -> StripeReportingClient:
+        """The client for this connection, built on first use (never at DAG parse time)."""
+        return self._client_from_connection()
+
+    def get_conn(self) -> StripeReportingClient:
+        return self.client
+
+    def _client_from_connection(self) -> StripeReportingClient:
+        source = f"connection '{self.stripe_conn_id}'"
+        try:
+            conn = self.get_connection(self.stripe_conn_id)
+        except Exception as exc:
+            if type(exc).__name__ != "AirflowNotFoundException":
+                raise
+            raise StripeReportingError(
+                f"The Airflow connection '{self.stripe_conn_id}' is not defined: create it with conn type "
+                f"'stripe' and the secret key as password, or set AIRFLOW_CONN_{self.stripe_conn_id.upper()}."
+            ) from None
+        extras = _connection_extras(conn.extra_dejson, source)
+        kwargs: dict[str, Any] = {
+            "api_base": _api_base(conn.host, conn.port, source),
+            "stripe_account": extras.get("stripe_account"),
+            "api_version": extras.get("api_version"),
+            "timeout": self._timeout if self._timeout is not None else extras.get("timeout", DEFAULT_TIMEOUT),
+            "max_retries": self._max_retries
+            if self._max_retries is not None
+            else extras.get("max_retries", DEFAULT_MAX_RETRIES),
+            "max_requests_per_second": extras.get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND),
+            "source": source,
+            "error_class": StripeReportingError,
+        }
+        if self._initial_backoff is not None:
+            kwargs["initial_backoff"] = self._initial_backoff
+        try:
+            return StripeReportingClient(conn.password or "", **kwargs)
+        except ValueError as exc:
+            raise StripeReportingError(f"{exc} (connection '{self.stripe_conn_id}')") from None
+
+    # -- report runs -----------------------------------------------------------------------------
+
+    def create_report_run(
+        self, report_type: str, parameters: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Start a report run (``POST /v1/reporting/report_runs``); returns the ReportRun.
+
+        :param report_type: e.g. ``balance.summary.1``.
+        :param parameters: Stripe's ``parameters``: ``interval_start``/``interval_end`` (Unix seconds),
+            ``columns``, ``currency``, ``payout``, ``reporting_category``, ``timezone``, ``connected_account``.
+        :param idempotency_key: reused on every retry; generated when omitted.
+        """
+        return self.client.create_report_run(report_type, parameters, idempotency_key=idempotency_key)
+
+    def get_report_run(self, report_run_id: str) -> dict[str, Any]:
+        """Fetch a report run (``GET /v1/reporting/report_runs/{id}``)."""
+        return self.client.get_report_run(report_run_id)
+
+    def list_report_runs(
+        self,
+        *,
+        created: int | Mapping[str, int] | None = None,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of report runs, newest first (``GET /v1/reporting/report_runs``).
+
+        :param created: Unix seconds or a mapping of ``gt``/``gte``/``lt``/``lte`` to Unix seconds.
+        :param limit: 1 to 100.
+        :param starting_after: cursor for the next (older) page.
+        :param ending_before: cursor for the previous (newer) page.
+        """
+        return self.client.list_report_runs(
+            created=created, limit=limit, starting_after=starting_after, ending_before=ending_before
+        )
+
+    def iter_report_runs(
+        self, *, created: int | Mapping[str, int] | None = None, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching report run, newest first, following ``has_more``."""
+        return self.client.iter_report_runs(created=created, page_size=page_size)
+
+    # -- report types ----------------------------------------------------------------------------
+
+    def list_report_types(self) -> list[dict[str, Any]]:
+        """All report types visible to the key (``GET /v1/reporting/report_types``)."""
+        return self.client.list_report_types()
+
+    def get_report_type(self, report_type: str) -> dict[str, Any]:
+        """One report type with its data availability (``GET /v1/reporting/report_types/{id}``)."""
+        return self.client.get_report_type(report_type)
+
+    # -- result files ----------------------------------------------------------------------------
+
+    def succeeded_report_run(self, report_run: Mapping[str, Any] | str) -> dict[str, Any]:
+        """A run with a usable result file: fetched when given an id, refreshed when its file is
+        about to expire, and refused (with Stripe's status) when it has not succeeded."""
+        run = self.get_report_run(report_run) if isinstance(report_run, str) else dict(report_run)
+        file = result_file(run)
+        expires_at = (file or {}).get("expires_at")
+        if (
+            isinstance(report_run, Mapping)
+            and file is not None
+            and expires_at is not None
+            and expires_at < time.time() + FILE_EXPIRY_MARGIN
+        ):
+            run = self.get_report_run(run["id"])
+            file = result_file(run)
+        if not check_report_run(run) or file is None or not file.get("url"):
+            raise StripeReportingError(
+                f"Report run {run.get('id')} has no result file to download yet (status {run.get('status')!r})."
+            )
+        return run
+
+    def download_report_run(self, report_run: Mapping[str, Any] | str, destination: str | os.PathLike[str]) -> str:
+        """Stream the result file of a succeeded run to a local path; return the path.
+
+        The file is written to a temporary name beside ``destination`` and renamed into place
+        once its size matches ``result.size``.
+
+        :param report_run: the ReportRun dict or its id.
+        :param destination: local file path; missing directories are created.
+        """
+        run = self.succeeded_report_run(report_run)
+        try:
+            return self._download_to_path(run, destination)
+        except StripeReportingError as exc:
+            # A file URL past its expiry answers 404/410: fetch the run once more for a fresh one.
+            if exc.http_status not in (404, 410):
+                raise
+            return self._download_to_path(self.succeeded_report_run(str(run["id"])), destination)
+
+    def _download_to_path(self, run: Mapping[str, Any], destination: str | os.PathLike[str]) -> str:
+        file = result_file(run) or {}
+        return self.client.download_to_path(
+            file["url"],
+            destination,
+            expected_size=file.get("size"),
+            what=f"the result file of report run {run['id']}",
+        )
+
+    # -- Airflow UI ------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call (the report type list) for Airflow's "Test" button."""
+        try:
+            client = self.client
+            types = client.list_report_types()
+        except StripeError as exc:
+            return False, str(exc)
+        except AirflowException as exc:
+            return False, str(exc)
+        account = f" as {client.stripe_account}" if client.stripe_account else ""
+        return True, f"Connected to Stripe at {client.api_base}{account}: {len(types)} report types visible."
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Airflow 2 connection form: hide what a Stripe key does not use, say what the rest means."""
+        return {
+            "hidden_fields": ["login", "schema", "port", "extra"],
+            "relabeling": {"password": "Secret key", "host": "API base URL (optional)"},
+            "placeholders": {
+                "password": "sk_live_… or rk_live_…",
+                "host": DEFAULT_API_BASE,
+                "stripe_account": "acct_… (optional: act for a connected account)",
+                "api_version": "e.g. 2023-08-16 (optional: pin Stripe-Version)",
+                "max_requests_per_second": str(int(DEFAULT_MAX_REQUESTS_PER_SECOND)),
+            },
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Airflow 2 connection form extras; the UI libraries are imported here only."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+        from wtforms.validators import Optional
+
+        return {
+            "stripe_account": StringField(
+                lazy_gettext("Connected account"), widget=BS3TextFieldWidget(), validators=[Optional()]
+            ),
+            "api_version": StringField(
+                lazy_gettext("API version"), widget=BS3TextFieldWidget(), validators=[Optional()]
+            ),
+            "max_requests_per_second": StringField(
+                lazy_gettext("Max requests per second"), widget=BS3TextFieldWidget(), validators=[Optional()]
+            ),
+        }
+
+
+def _api_base(host: str | None, port: int | None, source: str) -> str:
+    """The connection's host as an API base URL.
+
+    Empty means Stripe. A host without a scheme (as the URI form of a connection gives it) means
+    https, except a loopback host, which means the local simulator over http.
+    """
+    host = (host or "").strip()
+    if not host:
+        return DEFAULT_API_BASE
+    if "://" not in host:
+        name = urlsplit(f"//{host}").hostname or host
+        scheme = "http" if _is_loopback(name) else "https"
+        host = f"{scheme}://{host}"
+    if port and urlsplit(host).port is None:
+        host = f"{host.rstrip('/')}:{port}"
+    try:
+        from airflow_provider_reportruns.client import validate_api_base
+
+        return validate_api_base(host)
+    except ValueError as exc:
+        raise StripeReportingError(f"{exc} (host of {source})") from None
+
+
+def _connection_extras(extra: Mapping[str, Any] | None, source: str) -> dict[str, Any]:
+    """Validated extras. Empty strings (what a blank form field saves) count as unset; the
+    Airflow 2 UI's ``extra__stripe__`` prefix is accepted."""
+    extras: dict[str, Any] = {}
+    unknown: list[str] = []
+    for raw_key, value in (extra or {}).items():
+        key = raw_key.removeprefix("extra__stripe__")
+        if key not in CONNECTION_EXTRAS:
+            unknown.append(raw_key)
+            continue
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        extras[key] = value.strip() if isinstance(value, str) else value
+    if unknown:
+        hint = ""
+        if any(key in ("verify", "verify_ssl", "insecure") for key in unknown):
+            hint = " TLS verification cannot be switched off for Stripe connections."
+        raise StripeReportingError(
+            f"Unknown extra field(s) {', '.join(sorted(unknown))} in {source}; "
+            f"allowed: {', '.join(CONNECTION_EXTRAS)}.{hint}"
+        )
+    for key, kind in (("max_requests_per_second", float), ("max_retries", int), ("timeout", float)):
+        if key in extras:
+            extras[key] = _number(extras[key], key, kind, source)
+    for key in ("stripe_account", "api_version"):
+        if key in extras and not isinstance(extras[key], str):
+            raise StripeReportingError(f"The extra field {key} in {source} must be a string, got {extras[key]!r}.")
+    account = extras.get("stripe_account")
+    if account is not None and not account.startswith("acct_"):
+        raise StripeReportingError(f"The extra field stripe_account in {source} must be an account id (acct_…).")
+    return extras
+
+
+def _number(value: Any, key: str, kind: type, source: str) -> Any:
+    try:
+        number = kind(value)
+        if isinstance(value, bool) or number < 0 or (kind is int and float(value) != number):
+            raise ValueError
+        if key != "max_retries" and number == 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        rule = "a whole number >= 0" if kind is int else "a number > 0"
+        raise StripeReportingError(f"The extra field {key} in {source} must be {rule}, got {value!r}.") from None
+    return number

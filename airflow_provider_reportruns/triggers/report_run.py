@@ -1,0 +1,150 @@
+"""Deferrable waiting: poll Stripe from the triggerer without blocking its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_reportruns._compat import BaseTrigger, TriggerEvent
+from airflow_provider_reportruns.client import ReportRunStatus, StripeError
+
+if TYPE_CHECKING:
+    from airflow_provider_reportruns.client import StripeReportingClient
+
+__all__ = ["StripeReportRunTrigger", "get_shared_client"]
+
+# One client per connection per process: a triggerer with a thousand waits shares one session,
+# one connection pool and one rate limiter instead of building a thousand. Re-read after this
+# many seconds so a rotated key is picked up.
+CLIENT_CACHE_SECONDS = 300.0
+_clients: dict[str, tuple[float, StripeReportingClient]] = {}
+_clients_lock: asyncio.Lock | None = None
+
+
+async def get_shared_client(stripe_conn_id: str) -> StripeReportingClient:
+    """The process's client for ``stripe_conn_id``; the connection is read off the event loop."""
+    global _clients_lock
+    if _clients_lock is None:
+        _clients_lock = asyncio.Lock()
+    async with _clients_lock:
+        cached = _clients.get(stripe_conn_id)
+        if cached is not None and time.monotonic() - cached[0] < CLIENT_CACHE_SECONDS:
+            return cached[1]
+        from asgiref.sync import sync_to_async
+
+        from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+
+        def build() -> StripeReportingClient:
+            return StripeReportingHook(stripe_conn_id).client
+
+        client = await sync_to_async(build)()
+        _clients[stripe_conn_id] = (time.monotonic(), client)
+        return client
+
+
+class StripePollingTrigger(BaseTrigger):
+    """Shared loop: poll every ``poll_interval`` seconds until :meth:`check` returns an event or the
+    deadline passes. Errors that may pass (connection, 429, 5xx) keep the wait going; any other
+    Stripe error ends it with an ``error`` event."""
+
+    def __init__(self, *, stripe_conn_id: str, poll_interval: float, end_time: float | None) -> None:
+        super().__init__()
+        self.stripe_conn_id = stripe_conn_id
+        self.poll_interval = float(poll_interval)
+        self.end_time = float(end_time) if end_time is not None else None
+
+    async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:
+        """One poll: an event payload when the wait is over, else ``None``; plus the status seen."""
+        raise NotImplementedError
+
+    def timeout_event(self, last_status: str | None, waited: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.time()
+        last_status: str | None = None
+        try:
+            client = await get_shared_client(self.stripe_conn_id)
+        except StripeError as exc:
+            yield TriggerEvent({"status": "error", "message": str(exc)})
+            return
+        while True:
+            try:
+                payload, last_status = await self.check(client)
+            except StripeError as exc:
+                if not exc.transient:
+                    yield TriggerEvent({"status": "error", "message": str(exc)})
+                    return
+                self.log.warning("Stripe did not answer this poll; still waiting: %s", exc)
+            else:
+                if payload is not None:
+                    yield TriggerEvent(payload)
+                    return
+            now = time.time()
+            if self.end_time is not None and now >= self.end_time:
+                yield TriggerEvent(self.timeout_event(last_status, now - started))
+                return
+            delay = self.poll_interval
+            if self.end_time is not None:
+                delay = min(delay, max(self.end_time - now, 0.0))
+            await asyncio.sleep(delay)
+
+
+class StripeReportRunTrigger(StripePollingTrigger):
+    """Wait for a report run to reach ``succeeded`` or ``failed``.
+
+    Emits one event: ``{"status": "succeeded" | "failed", "report_run": …}``,
+    ``{"status": "timeout", "last_status": …}`` or ``{"status": "error", "message": …}``.
+    It only reads the run: re-created from :meth:`serialize` after a triggerer restart, it
+    resumes the same wait and never creates a run.
+
+    :param report_run_id: the ``frr_…`` id to watch.
+    :param stripe_conn_id: the Airflow connection; the key itself is never serialized.
+    :param poll_interval: seconds between polls.
+    :param end_time: give up at this Unix time (seconds, float), or never when ``None``.
+    """
+
+    def __init__(
+        self,
+        report_run_id: str,
+        stripe_conn_id: str = "stripe_default",
+        poll_interval: float = 30.0,
+        end_time: float | None = None,
+    ) -> None:
+        super().__init__(stripe_conn_id=stripe_conn_id, poll_interval=poll_interval, end_time=end_time)
+        self.report_run_id = report_run_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "report_run_id": self.report_run_id,
+                "stripe_conn_id": self.stripe_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+            },
+        )
+
+    async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:
+        run = await client.arequest("get_report_run", self.report_run_id)
+        status = str(run.get("status"))
+        if ReportRunStatus.is_terminal(status):
+            return {"status": status, "report_run_id": self.report_run_id, "report_run": run}, status
+        if not ReportRunStatus.is_known(status):
+            self.log.warning(
+                "Report run %s has status %r, unknown to this provider; waiting on.", self.report_run_id, status
+            )
+        return None, status
+
+    def timeout_event(self, last_status: str | None, waited: float) -> dict[str, Any]:
+        return {
+            "status": "timeout",
+            "report_run_id": self.report_run_id,
+            "last_status": last_status,
+            "message": (
+                f"Stripe report run {self.report_run_id} did not finish in time: last status {last_status!r} "
+                f"after waiting {waited:.0f} s."
+            ),
+        }
