@@ -253,7 +253,8 @@ class StripeDownloadReportRunOperator(BaseOperator):
     ``report_run_id`` and ``size`` as extra, so downstream DAGs can be scheduled on the report.
 
     :param report_run_id: the run id, or the sensor's XCom dict with ``report_run_id`` (templated).
-    :param destination: local path or URI (templated).
+    :param destination: local path or URI (templated); ``{report_type}`` and ``{report_run_id}`` in it
+        are replaced by the run's values, which names files apart when the task is mapped.
     :param stripe_conn_id: the Airflow connection of the key.
     """
 
@@ -289,8 +290,12 @@ class StripeDownloadReportRunOperator(BaseOperator):
             raise AirflowException(
                 f"report_run_id must be a report run id (frr_…) or the report run sensor's XCom, got {self.report_run_id!r}."
             )
-        destination = str(self.destination)
         run = self.hook.succeeded_report_run(run_id)
+        destination = (
+            str(self.destination)
+            .replace("{report_type}", str(run.get("report_type")))
+            .replace("{report_run_id}", run_id)
+        )
         size = (run.get("result") or {}).get("size")
         local = _local_path(destination)
         if local is not None:
@@ -345,10 +350,10 @@ def _local_path(destination: str) -> str | None:
 
 
 def _asset_uri(destination: str) -> str:
-    """The fixed part of a (templated) destination as an asset URI: up to the first ``{{``,
+    """The fixed part of a (templated) destination as an asset URI: up to the first template,
     cut back to the last ``/``; local paths become ``file://`` URIs."""
-    fixed = destination.split("{{", 1)[0]
-    if "{{" in destination:
+    fixed = destination.split("{{", 1)[0].split("{report_", 1)[0]
+    if fixed != destination:
         fixed = fixed.rsplit("/", 1)[0] + "/" if "/" in fixed else fixed
     if "://" not in fixed:
         import os
