@@ -72,12 +72,26 @@ def check_report_run(report_run: Mapping[str, Any]) -> bool:
     return False
 
 
+def report_run_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The succeeded run a :func:`result_file_metadata` dict describes (inverse of that function)."""
+    file = {key: metadata.get(key) for key in ("id", "url", "size", "type", "filename", "expires_at")}
+    return {
+        "id": metadata.get("report_run_id"),
+        "object": "reporting.report_run",
+        "report_type": metadata.get("report_type"),
+        "status": ReportRunStatus.SUCCEEDED.value,
+        "result": {"object": "file", **file},
+    }
+
+
 def result_file_metadata(report_run: Mapping[str, Any]) -> dict[str, Any]:
     """What the sensor hands on through XCom: the result file's id, url, size, type, filename and
-    expiry, plus the report run id so a download task can refresh an expired URL."""
+    expiry, plus the report run id and type, so a download task needs no second GET of the run
+    (and can still refresh an expired URL)."""
     file = result_file(report_run) or {}
     return {
         "report_run_id": report_run.get("id"),
+        "report_type": report_run.get("report_type"),
         "id": file.get("id"),
         "url": file.get("url"),
         "size": file.get("size"),

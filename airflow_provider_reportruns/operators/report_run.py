@@ -283,14 +283,17 @@ class StripeDownloadReportRunOperator(BaseOperator):
         return StripeReportingHook(self.stripe_conn_id)
 
     def execute(self, context: Context) -> str:
-        run_id = self.report_run_id
-        if isinstance(run_id, Mapping):
-            run_id = run_id.get("report_run_id")
+        from airflow_provider_reportruns.hooks.stripe import report_run_from_metadata
+
+        given = self.report_run_id
+        run_id = given.get("report_run_id") if isinstance(given, Mapping) else given
         if not isinstance(run_id, str) or not run_id:
             raise AirflowException(
-                f"report_run_id must be a report run id (frr_…) or the report run sensor's XCom, got {self.report_run_id!r}."
+                f"report_run_id must be a report run id (frr_…) or the report run sensor's XCom, got {given!r}."
             )
-        run = self.hook.succeeded_report_run(run_id)
+        # The sensor's XCom already holds the file's url and size: no need to GET the run again.
+        has_file = isinstance(given, Mapping) and given.get("url") and given.get("report_type")
+        run = self.hook.succeeded_report_run(report_run_from_metadata(given) if has_file else run_id)
         destination = (
             str(self.destination)
             .replace("{report_type}", str(run.get("report_type")))

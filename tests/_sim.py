@@ -1,0 +1,30 @@
+"""Fixtures shared by this suite's modules: a running simulator and a connection pointing at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_reportruns.testing.simulator import StripeSimulator
+
+# Fast retries: the retry behaviour is what the tests prove, not the waiting.
+FAST_BACKOFF = 0.01
+
+
+@pytest.fixture
+def sim() -> Iterator[StripeSimulator]:
+    with StripeSimulator(run_delay=0.0) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def stripe_conn(sim: StripeSimulator, airflow_conn: Callable[..., str]) -> StripeSimulator:
+    """``stripe_default`` pointing at the simulator."""
+    airflow_conn("stripe_default", conn_type="stripe", host=sim.url, password=sim.api_key)
+    return sim
+
+
+def make_sim(**kwargs: Any) -> StripeSimulator:
+    return StripeSimulator(**kwargs).start()
