@@ -8,11 +8,13 @@ the hook (operators, sensors, triggers) goes through it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import random
 import tempfile
@@ -256,17 +258,24 @@ def _encode_value(name: str, value: Any) -> list[tuple[str, str]]:
 
 
 class RateLimiter:
-    """Spaces requests at least ``1 / rate`` seconds apart, across threads and event loops.
+    """At most ``rate`` request starts in any 1-second window, across threads and event loops.
 
-    Each caller reserves the next free slot under a lock and then waits for it (``time.sleep`` in
-    a thread, ``asyncio.sleep`` in a trigger), so no 1-second window ever holds more than ``rate``
-    request starts. A 429 pushes the next free slot back for everyone sharing the limiter.
+    Two parts. Pacing: each caller reserves the next free slot, ``1 / rate`` after the previous
+    one, under a lock, then waits for it (``time.sleep`` in a thread, ``asyncio.sleep`` in a
+    trigger). The guarantee: a sleeper can wake late and the next one on time, so before starting
+    each caller also checks the actual start times of the last ``rate`` requests and waits until
+    the oldest is a full second (plus a little slack for network jitter) in the past. A 429 pushes
+    the next free slot back for everyone sharing the limiter.
     """
+
+    # Extra spacing on top of one second, for requests that arrive at Stripe unevenly delayed.
+    WINDOW_SLACK = 0.01
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._next_free = 0.0
+        self._starts: collections.deque[float] = collections.deque()
         self.rate = rate
 
     @property
@@ -275,22 +284,39 @@ class RateLimiter:
 
     @rate.setter
     def rate(self, value: float) -> None:
-        if not value > 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"max_requests_per_second must be a positive number, got {value!r}.")
-        self._rate = float(value)
-        self._interval = 1.0 / self._rate
+        with self._lock:
+            self._rate = float(value)
+            self._interval = 1.0 / self._rate
+            self._window_size = max(1, math.floor(self._rate))
+            self._starts = collections.deque(self._starts, maxlen=self._window_size)
 
     def reserve(self) -> float:
-        """Claim the next slot; return how many seconds to wait before using it."""
+        """Claim the next paced slot; return how many seconds to wait before using it."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_free)
             self._next_free = slot + self._interval
             return slot - now
 
+    def _try_start(self) -> float:
+        """Record a start now and return 0, or return how long to wait for the window to allow it."""
+        with self._lock:
+            now = self._clock()
+            starts = self._starts
+            if len(starts) >= self._window_size:
+                wait = starts[0] + 1.0 + self.WINDOW_SLACK - now
+                if wait > 0:
+                    return wait
+            starts.append(now)
+            return 0.0
+
     def acquire(self) -> None:
         delay = self.reserve()
         if delay > 0:
+            time.sleep(delay)
+        while (delay := self._try_start()) > 0:
             time.sleep(delay)
 
     async def acquire_async(self) -> None:
@@ -298,6 +324,8 @@ class RateLimiter:
 
         delay = self.reserve()
         if delay > 0:
+            await asyncio.sleep(delay)
+        while (delay := self._try_start()) > 0:
             await asyncio.sleep(delay)
 
     def penalize(self, seconds: float = RATE_LIMIT_PENALTY) -> None:
@@ -640,6 +668,9 @@ class StripeReportingClient:
                     self.retry_count += 1
                     self._sleep(self._backoff(attempt))
                     continue
+                if attempt and isinstance(exc, StripeError) and exc.partial_download:
+                    exc.message = f"{exc.message}; gave up after {attempt + 1} attempts"
+                    exc.args = (exc.message,)
                 raise
 
     def download_to_path(
