@@ -22,6 +22,7 @@ import json
 import math
 import random
 import re
+import selectors
 import socket
 import socketserver
 import struct
@@ -177,6 +178,7 @@ class SimulatorRequest:
     :param duration: seconds spent handling the request.
     :param run_id: the report run created or addressed, when there is one.
     :param account: the ``Stripe-Account`` the request acted for, ``None`` for the platform.
+    :param client: the client's ``host:port``; equal values mean one kept-alive connection.
     """
 
     seq: int
@@ -196,6 +198,7 @@ class SimulatorRequest:
     duration: float
     run_id: str | None
     account: str | None
+    client: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +257,7 @@ class _ReportTypeSpec:
 def _build_report_types() -> dict[str, _ReportTypeSpec]:
     base: list[tuple[str, str, frozenset[str], frozenset[str], tuple[str, ...], str]] = []
 
-    def add(rid: str, name: str, req: Iterable[str], opt: Iterable[str], cols: tuple[str, ...], shape: str):
+    def add(rid: str, name: str, req: Iterable[str], opt: Iterable[str], cols: tuple[str, ...], shape: str) -> None:
         base.append((rid, name, frozenset(req), frozenset(opt) | {"columns"}, cols, shape))
 
     add(
@@ -266,6 +269,8 @@ def _build_report_types() -> dict[str, _ReportTypeSpec]:
         "balance_summary",
     )
     cat = {"currency", "reporting_category"}
+    cols: tuple[str, ...]
+    opt: set[str]
     for v in (1, 2, 3):
         cols = _ACTIVITY_LOCAL_COLUMNS if v == 3 else _ACTIVITY_COLUMNS
         if v == 2:
@@ -349,17 +354,17 @@ def _build_report_types() -> dict[str, _ReportTypeSpec]:
     )
 
     specs: dict[str, _ReportTypeSpec] = {}
-    for rid, name, req, opt, cols, shape in base:
+    for rid, name, req, optional, columns, shape in base:
         version = int(rid.rsplit(".", 1)[1])
-        specs[rid] = _ReportTypeSpec(rid, name, req, opt, cols, version, shape)
+        specs[rid] = _ReportTypeSpec(rid, name, req, optional, columns, version, shape)
         # Connect platforms get a connected_account_* twin of every type, filterable by account.
         twin = f"connected_account_{rid}"
         specs[twin] = _ReportTypeSpec(
             twin,
             f"Connected accounts: {name[0].lower()}{name[1:]}",
             req,
-            opt | {"connected_account"},
-            ("connected_account", *cols),
+            optional | {"connected_account"},
+            ("connected_account", *columns),
             version,
             shape,
         )
@@ -495,7 +500,8 @@ def decode_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
                 if not isinstance(child, dict):
                     raise _FormError("Invalid object", here)
                 node = child
-    return _listify(root)
+    decoded: dict[str, Any] = _listify(root)
+    return decoded
 
 
 def _container_word(node: dict[str, Any]) -> str:
@@ -878,6 +884,7 @@ class StripeSimulator:
         self._idempotency: dict[tuple[bool, str | None, str], _IdempotencyEntry] = {}
         self._log: list[SimulatorRequest] = []
         self._arrivals = 0
+        self._cleared = 0  # records dropped by clear_requests(), so requests() can still settle
         self._run_seq = 0
         self._request_no = 0
         self._fillers: dict[tuple[Any, ...], _Filler] = {}
@@ -899,9 +906,7 @@ class StripeSimulator:
         self.port = server.server_address[1]
         self._server = server
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-simulator", daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_until_woken, name="stripe-simulator", daemon=True)
         self._thread.start()
         return self
 
@@ -911,12 +916,12 @@ class StripeSimulator:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
+        server.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        server.close_connections()
+        server.server_close()
 
     def __enter__(self) -> StripeSimulator:
         return self.start()
@@ -960,14 +965,25 @@ class StripeSimulator:
         """
         return self._render_run(self._get_run(run_id), self._clock())
 
-    def requests(self) -> list[SimulatorRequest]:
-        """Finished requests in arrival order (requests still being answered are not listed)."""
-        with self._lock:
-            return sorted(self._log, key=lambda r: r.seq)
+    def requests(self, settle: float = 0.5) -> list[SimulatorRequest]:
+        """Finished requests in arrival order (requests still being answered are not listed).
+
+        A request is recorded just after its response is written, so a client can hold the
+        response before the log has it; wait up to ``settle`` seconds for every request that
+        arrived to be recorded, so a test reading the log right after a call sees that call.
+        """
+        deadline = time.monotonic() + settle
+        while True:
+            with self._lock:
+                if len(self._log) + self._cleared >= self._arrivals or time.monotonic() >= deadline:
+                    return sorted(self._log, key=lambda r: r.seq)
+            time.sleep(0.002)
 
     def clear_requests(self) -> None:
         """Forget the request log (for long benchmarks)."""
+        self.requests()  # let requests already answered be recorded, so they are cleared too
         with self._lock:
+            self._cleared += len(self._log)
             self._log.clear()
 
     def set_data_available_end(self, end: int, report_type: str | None = None) -> None:
@@ -1700,6 +1716,31 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(address, handler)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    def serve_until_woken(self) -> None:
+        """Accept connections until :meth:`wake`.
+
+        serve_forever() only notices shutdown() at its next poll, which made every stop() (one per
+        test) cost up to a poll interval; a socketpair wakes the selector at once instead.
+        """
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if any(key.fileobj is self._wake_r for key, _ in ready):
+                    return
+                self.handle_request()
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def track(self, conn: socket.socket, add: bool) -> None:
         with self._connections_lock:
@@ -1766,7 +1807,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -1839,6 +1880,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     duration=time.perf_counter() - clock,
                     run_id=ctx.run_id,
                     account=ctx.account,
+                    client=f"{self.client_address[0]}:{self.client_address[1]}",
                 )
             )
 
