@@ -10,19 +10,18 @@ __all__ = ["__version__", "get_provider_info"]
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe this provider to Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+    """Describe this provider to Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
+
+    Airflow 3 also reads the Stripe connection form from here (``conn-fields``, ``ui-field-behaviour``).
+    """
+    from airflow_provider_reportruns.hooks.connection_form import connection_type_info
+
     return {
         "package-name": "airflow-provider-reportruns",
         "name": "Stripe Reporting",
         "description": "Stripe Reporting API report runs: create, wait, download, backfill.",
         "versions": [__version__],
-        "connection-types": [
-            {
-                "connection-type": "stripe",
-                "hook-class-name": "airflow_provider_reportruns.hooks.stripe.StripeReportingHook",
-                "hook-name": "Stripe",
-            }
-        ],
+        "connection-types": [connection_type_info()],
         "hooks": [
             {
                 "integration-name": "Stripe Reporting",

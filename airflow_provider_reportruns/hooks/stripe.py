@@ -289,18 +289,13 @@ class StripeReportingHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Airflow 2 connection form: hide what a Stripe key does not use, say what the rest means."""
-        return {
-            "hidden_fields": ["login", "schema", "port", "extra"],
-            "relabeling": {"password": "Secret key", "host": "API base URL (optional)"},
-            "placeholders": {
-                "password": "sk_live_… or rk_live_…",
-                "host": DEFAULT_API_BASE,
-                "stripe_account": "acct_… (optional: act for a connected account)",
-                "api_version": "e.g. 2023-08-16 (optional: pin Stripe-Version)",
-                "max_requests_per_second": str(int(DEFAULT_MAX_REQUESTS_PER_SECOND)),
-            },
-        }
+        """Airflow 2 connection form: hide what a Stripe key does not use, say what the rest means.
+
+        Airflow 3 reads the same declarations from the provider info instead (see ``connection_form``).
+        """
+        from airflow_provider_reportruns.hooks.connection_form import ui_field_behaviour
+
+        return ui_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -310,16 +305,16 @@ class StripeReportingHook(BaseHook):
         from wtforms import StringField
         from wtforms.validators import Optional
 
+        from airflow_provider_reportruns.hooks.connection_form import EXTRA_FIELDS
+
         return {
-            "stripe_account": StringField(
-                lazy_gettext("Connected account"), widget=BS3TextFieldWidget(), validators=[Optional()]
-            ),
-            "api_version": StringField(
-                lazy_gettext("API version"), widget=BS3TextFieldWidget(), validators=[Optional()]
-            ),
-            "max_requests_per_second": StringField(
-                lazy_gettext("Max requests per second"), widget=BS3TextFieldWidget(), validators=[Optional()]
-            ),
+            name: StringField(
+                lazy_gettext(field.label),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional()],
+                description=field.description,
+            )
+            for name, field in EXTRA_FIELDS.items()
         }
 
 
