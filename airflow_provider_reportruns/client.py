@@ -829,8 +829,15 @@ class StripeReportingClient:
         except requests.exceptions.SSLError as exc:
             # Not retried: a certificate problem does not fix itself (stripe-python agrees).
             raise self._error(f"Could not verify the TLS certificate of {_origin(url)} for {what}: {exc}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            problem = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            # ChunkedEncodingError: the connection broke while the answer's body was being read
+            # (fewer bytes than its Content-Length); a create may have run, so retry with its key.
+            if isinstance(exc, requests.Timeout):
+                problem = "timed out"
+            elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+                problem = "broke off its answer"
+            else:
+                problem = "could not be reached"
             raise _Retryable(
                 self._error(f"Stripe at {_origin(url)} {problem} while requesting {what} ({type(exc).__name__})")
             ) from None
@@ -883,7 +890,7 @@ class StripeReportingClient:
             body = response.json()
             if isinstance(body, dict) and isinstance(body.get("error"), dict):
                 fields = body["error"]
-        except ValueError:
+        except (ValueError, OSError):  # OSError: requests' errors when a streamed body breaks off
             pass
         error_type = fields.get("type")
         code = fields.get("code")
