@@ -276,16 +276,30 @@ class StripeReportingHook(BaseHook):
     # -- Airflow UI ------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated call (the report type list) for Airflow's "Test" button."""
+        """One cheap authenticated call (``GET /v1/reporting/report_types``) for Airflow's "Test" button.
+
+        Not retried, so a person waits seconds, not minutes; the message says what to change.
+        The UI tests an unsaved form under a random connection id, so messages never name it.
+        """
         try:
             client = self.client
+        except AirflowException as exc:  # a key, host or extra refused before any request
+            named = f"connection '{self.stripe_conn_id}'"
+            message = str(exc).replace(f" ({named})", "").replace(f"in {named}", "in this connection")
+            return False, message.replace(f"of {named}", "of this connection")
+        retries, client.max_retries = client.max_retries, 0
+        try:
             types = client.list_report_types()
         except StripeError as exc:
-            return False, str(exc)
-        except AirflowException as exc:
-            return False, str(exc)
-        account = f" as {client.stripe_account}" if client.stripe_account else ""
-        return True, f"Connected to Stripe at {client.api_base}{account}: {len(types)} report types visible."
+            return False, _test_failure_message(exc, client.api_base)
+        finally:
+            client.max_retries = retries
+        mode = ("a live-mode key" if types[0].get("livemode") else "a test-mode key") if types else "the key"
+        account = f" for connected account {client.stripe_account}" if client.stripe_account else ""
+        return True, (
+            f"Connected to Stripe at {client.api_base} with {mode}{account}: "
+            f"it may read report runs and report types ({len(types)} report types visible)."
+        )
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -316,6 +330,30 @@ class StripeReportingHook(BaseHook):
             )
             for name, field in EXTRA_FIELDS.items()
         }
+
+
+def _test_failure_message(exc: StripeError, api_base: str) -> str:
+    """What the connection test tells a person: what happened, then what to change."""
+    said = (exc.stripe_message or "").strip()
+    if said and not said.endswith((".", "!", "?")):
+        said += "."
+    if exc.http_status == 401:
+        return (
+            f"Stripe rejected the secret key (401): {said} Put a secret key (sk_live_…) or a restricted key "
+            "(rk_live_…) from the Stripe Dashboard (Developers → API keys) in the Secret key field."
+        )
+    if exc.http_status == 403:
+        return (
+            f"The key is valid but lacks a permission (403): {said} Give the restricted key Read access to "
+            "report runs and report types (report_runs_and_report_types_read), or use a secret key."
+        )
+    if exc.http_status is None and exc.transient:  # no HTTP answer at all: refused, reset or timed out
+        what = "did not answer in time" if "timed out" in str(exc) else "could not be reached"
+        return (
+            f"Stripe at {api_base} {what}. Check the API base URL (leave it empty for {DEFAULT_API_BASE}) "
+            "and that this Airflow component may open HTTPS connections to it."
+        )
+    return f"The connection test failed: {exc}"
 
 
 def _api_base(host: str | None, port: int | None, source: str) -> str:
