@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,15 +21,18 @@ __all__ = ["StripeReportRunTrigger", "get_shared_client"]
 # many seconds so a rotated key is picked up.
 CLIENT_CACHE_SECONDS = 300.0
 _clients: dict[str, tuple[float, StripeReportingClient]] = {}
-_clients_lock: asyncio.Lock | None = None
+# One lock per event loop: an asyncio.Lock must not be shared between loops (dag.test() and
+# tests start several), and a thousand triggers starting at once must read the connection once.
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def get_shared_client(stripe_conn_id: str) -> StripeReportingClient:
     """The process's client for ``stripe_conn_id``; the connection is read off the event loop."""
-    global _clients_lock
-    if _clients_lock is None:
-        _clients_lock = asyncio.Lock()
-    async with _clients_lock:
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    async with lock:
         cached = _clients.get(stripe_conn_id)
         if cached is not None and time.monotonic() - cached[0] < CLIENT_CACHE_SECONDS:
             return cached[1]
