@@ -65,7 +65,7 @@ def object_storage_path(uri: str) -> Any:
     if AIRFLOW_V_3_0_PLUS:
         from airflow.sdk import ObjectStoragePath
     else:
-        from airflow.io.path import ObjectStoragePath
+        from airflow.io.path import ObjectStoragePath  # type: ignore[no-redef]
     return ObjectStoragePath(uri)
 
 

@@ -729,7 +729,7 @@ class StripeReportingClient:
         data: Sequence[tuple[str, str]] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        response = self._send(
+        response: dict[str, Any] = self._send(
             method,
             self.api_base + path,
             what=what,
@@ -738,7 +738,7 @@ class StripeReportingClient:
             idempotency_key=idempotency_key,
             parse_json=True,
         )
-        return response  # type: ignore[return-value]
+        return response
 
     async def arequest(self, method_name: str, *args: Any) -> Any:
         """Run one client method from an event loop without blocking it.
@@ -798,7 +798,7 @@ class StripeReportingClient:
                 self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.initial_backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+        base: float = min(self.initial_backoff * 2 ** (attempt - 1), MAX_BACKOFF)
         return base * random.uniform(0.5, 1.0)
 
     def _attempt(
@@ -955,12 +955,12 @@ def _float_or_none(value: str | None) -> float | None:
 def _check_id(value: Any, name: str, prefix: str | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string, got {value!r}.")
-    value = value.strip()
-    if "/" in value or "?" in value or "#" in value or any(c.isspace() for c in value):
-        raise ValueError(f"{name} {value!r} is not a Stripe id.")
-    if prefix and not value.startswith(prefix):
-        raise ValueError(f"{name} {value!r} is not a Stripe report run id (they start with {prefix!r}).")
-    return value
+    text: str = value.strip()
+    if "/" in text or "?" in text or "#" in text or any(c.isspace() for c in text):
+        raise ValueError(f"{name} {text!r} is not a Stripe id.")
+    if prefix and not text.startswith(prefix):
+        raise ValueError(f"{name} {text!r} is not a Stripe report run id (they start with {prefix!r}).")
+    return text
 
 
 def _check_created(created: Any) -> int | dict[str, int]:

@@ -54,7 +54,7 @@ class StripePollingTrigger(BaseTrigger):
     Stripe error ends it with an ``error`` event."""
 
     def __init__(self, *, stripe_conn_id: str, poll_interval: float, end_time: float | None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ has no annotations
         self.stripe_conn_id = stripe_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time) if end_time is not None else None
