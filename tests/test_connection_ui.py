@@ -110,9 +110,7 @@ def test_airflow3_ui_receives_the_form_without_calling_deprecated_hook_methods()
     pm.initialize_providers_hooks()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hook_info = pm._import_hook(
-            connection_type="stripe", provider_info=pm.providers["airflow-provider-reportruns"]
-        )
+        hook_info = pm._import_hook(connection_type="stripe", provider_info=pm.providers["airflow-provider-reportruns"])
     assert hook_info is not None and hook_info.hook_name == "Stripe"
     assert not [w for w in caught if "StripeReportingHook" in str(w.message)]
 
