@@ -686,14 +686,25 @@ class StripeReportingClient:
         Bytes go to a temporary file beside the destination, renamed into place only once the
         whole file arrived; a failed download leaves nothing at ``destination``.
         """
+        import requests
+
         path = os.fspath(destination)
         directory = os.path.dirname(os.path.abspath(path))
+
+        def cannot_write(exc: OSError) -> StripeError:
+            reason = exc.strerror or str(exc)
+            if isinstance(exc, FileExistsError) and exc.filename:
+                reason = f"{exc.filename} exists and is not a directory"
+            elif isinstance(exc, IsADirectoryError):
+                reason = "it is a directory"
+            return self.error_class(f"Cannot write {what} to {path}: {reason}.")
+
         try:
             os.makedirs(directory, exist_ok=True)
             fd, part = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
             os.close(fd)
         except OSError as exc:
-            raise self.error_class(f"Cannot write {what} to {path}: {exc.strerror or exc}.") from None
+            raise cannot_write(exc) from None
 
         def open_part() -> IO[bytes]:
             return open(part, "wb")
@@ -702,9 +713,15 @@ class StripeReportingClient:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
 
-        self.download_atomically(
-            url, open_part, lambda: os.replace(part, path), discard, expected_size=expected_size, what=what
-        )
+        try:
+            self.download_atomically(
+                url, open_part, lambda: os.replace(part, path), discard, expected_size=expected_size, what=what
+            )
+        except OSError as exc:
+            if isinstance(exc, requests.RequestException):
+                raise
+            # The local side failed (disk full, a directory in the way): say so, not a raw errno.
+            raise cannot_write(exc) from None
         return path
 
     # -- the request pipeline --------------------------------------------------------------------
@@ -906,7 +923,10 @@ class StripeReportingClient:
             if part
         )
         verb = "failed on" if status >= 500 else "rejected"
-        text = f"Stripe {verb} {what} ({detail}): {stripe_message}{_hint(status, stripe_message, self.source)}"
+        hint = _hint(status, stripe_message, self.source)
+        if hint and stripe_message.rstrip().endswith((".", "!", "?")):
+            hint = hint[1:]  # Stripe's message already ends a sentence: no ".." before the hint
+        text = f"Stripe {verb} {what} ({detail}): {stripe_message}{hint}"
         if request_id:
             text += f" (request {request_id})"
         return self._error(
@@ -937,6 +957,11 @@ def _hint(status: int, message: str, source: str) -> str:
         )
     if status == 400 and "live" in message.lower() and "mode" in message.lower():
         return f". This report type needs a live-mode key (sk_live_… or rk_live_…) in {source}."
+    if status == 404 and "reporting.report_run" in message:
+        return (
+            f". A report run is only visible to keys of the account and mode (test or live) that created it: "
+            f"check the key and stripe_account of {source}."
+        )
     return ""
 
 
