@@ -169,7 +169,10 @@ class StripeReportingHook(BaseHook):
         try:
             return StripeReportingClient(conn.password or "", **kwargs)
         except ValueError as exc:
-            raise StripeReportingError(f"{exc} (connection '{self.stripe_conn_id}')") from None
+            message = str(exc)
+            if source not in message:  # the key checks already name the connection
+                message = f"{message} ({source})"
+            raise StripeReportingError(message) from None
 
     # -- report runs -----------------------------------------------------------------------------
 
