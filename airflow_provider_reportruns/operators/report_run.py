@@ -185,10 +185,20 @@ class StripeCreateReportRunOperator(BaseOperator):
             )
         except StripeReportingError as exc:
             if exc.is_data_unavailable:
+                if "available through" in (exc.stripe_message or ""):
+                    hint = (
+                        "Stripe has not prepared this interval's data yet (it refreshes about twice a day). "
+                        "Put a StripeReportDataAvailableSensor (airflow_provider_reportruns.sensors.report_type) "
+                        "ahead of this task instead of retrying it."
+                    )
+                else:  # before data_available_start: no wait or retry will help
+                    hint = (
+                        "The interval lies before the first data Stripe has for this report type "
+                        "(data_available_start) and will never become available: start the interval, or the "
+                        "DAG's start_date, at or after that date."
+                    )
                 raise StripeReportingError(
-                    f"{exc} — Stripe has not prepared this interval's data yet (it refreshes about twice a day). "
-                    "Put a StripeReportDataAvailableSensor (airflow_provider_reportruns.sensors.report_type) "
-                    "ahead of this task instead of retrying it.",
+                    f"{exc} — {hint}",
                     http_status=exc.http_status,
                     error_type=exc.error_type,
                     code=exc.code,
