@@ -6,14 +6,18 @@ Workers are threads, one hook each (as tasks would have), sharing the process-wi
 A caller that still gets an error after the client's own retries does what an Airflow task retry
 does: tries again, with the same idempotency key for the same logical create.
 
-The fault draws come from the simulator's seeded generator in request-arrival order:
-``REPORTRUNS_SOAK_SEED`` picks the seed and ``REPORTRUNS_SOAK_THREADS=1`` makes the arrival order
-(and so which request meets which fault) replay exactly.
+The fault draws come from the simulator's seeded generator (``REPORTRUNS_SOAK_SEED``) in
+request-arrival order, so a rerun with the same seed meets the same sequence of draws. Which
+request meets which draw depends on that order: with ``REPORTRUNS_SOAK_THREADS=1`` it is fixed up
+to timing (how often a pending run is polled, how many 409s a retried create meets while a stalled
+one holds its key); with threads it also depends on scheduling. Every request the simulator saw is
+written to ``soak-requests.jsonl`` in the test's tmp dir (named in the summary) for the post-mortem.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import threading
 import time
@@ -149,6 +153,12 @@ def test_soak_300_runs_through_faults_lose_nothing_duplicate_nothing_leave_no_pa
         fault_counts = sim.fault_counts
         contents = {run_id: sim.result_content(run_id) for _, run_id, _ in results}
 
+    request_log = tmp_path / "soak-requests.jsonl"
+    with request_log.open("w") as log:
+        for r in requests:
+            entry = {"seq": r.seq, "kind": r.kind, "status": r.status, "fault": r.fault, "replayed": r.replayed}
+            log.write(json.dumps({**entry, "run_id": r.run_id, "key": r.headers.get("Idempotency-Key")}) + "\n")
+
     files = sorted(p for p in destination.iterdir())
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.name.endswith(".part")]
     faulted = sum(fault_counts.values())
@@ -162,7 +172,7 @@ def test_soak_300_runs_through_faults_lose_nothing_duplicate_nothing_leave_no_pa
         + f"; client retries {soak.client_retries} (of {soak.client_requests} attempts), "
         f"caller retries {dict(sorted(soak.caller_retries.items()))}; "
         f"runs {len(runs)} (duplicates {len(duplicates)}), files {len(files)} ({identical} byte-identical), "
-        f"leftovers {len(leftovers)}; {elapsed:.1f} s"
+        f"leftovers {len(leftovers)}; {elapsed:.1f} s; request log {request_log}"
     )
     print(summary)
     record_property("soak", summary)
