@@ -530,12 +530,12 @@ def test_idempotency_keys_longer_than_255_characters_are_rejected(sim: StripeSim
 
 
 def test_key_still_in_flight_answers_409_then_replays(clock: FakeClock) -> None:
-    faults = [Fault("create", "slow", delay=0.6, times=1)]
+    faults = [Fault("create", "slow", delay=1.0, times=1)]
     with StripeSimulator(faults=faults, data_available_end=AVAILABLE_END, clock=clock) as sim:
         results: dict[str, requests.Response] = {}
         first = threading.Thread(target=lambda: results.update(first=Api(sim).create(interval_form(), "k1")))
         first.start()
-        time.sleep(0.2)
+        time.sleep(0.3)
         conflict = Api(sim).create(interval_form(), idempotency_key="k1")
         first.join()
         replay = Api(sim).create(interval_form(), idempotency_key="k1")
@@ -957,7 +957,7 @@ def test_slow_fault_exceeds_a_client_read_timeout() -> None:
             api.session.get(sim.url + TYPES, headers=api.headers(), timeout=0.2)
         started = time.perf_counter()
         assert api.get(TYPES).status_code == 200
-        assert time.perf_counter() - started < 0.3
+        assert time.perf_counter() - started < 0.45  # the fault fired once only
 
 
 def test_bad_json_answers_200_with_html(clock: FakeClock) -> None:
@@ -1018,7 +1018,7 @@ def test_keep_alive_requests_do_not_stall(sim: StripeSimulator, api: Api) -> Non
         assert api.get(f"{TYPES}/balance.summary.1").status_code == 200
     elapsed = time.perf_counter() - started
     # With Nagle's algorithm on, each response would wait ~40 ms for a delayed ACK: 2 s in all.
-    assert elapsed < 1.0, f"50 keep-alive requests took {elapsed:.2f}s"
+    assert elapsed < 1.5, f"50 keep-alive requests took {elapsed:.2f}s"
     assert len({r.client for r in sim.requests()}) == 1
 
 
@@ -1117,3 +1117,16 @@ def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
     conn = json.loads(shlex.split(line.split("=", 1)[1])[0])
     assert conn == {"conn_type": "stripe", "password": "sk_test_cli", "host": url}
     assert url in out
+
+
+def test_simulator_imports_only_the_standard_library_and_the_plugin_imports_nothing_heavy() -> None:
+    probe = (
+        "import sys\n"
+        "import airflow_provider_reportruns.testing.pytest_plugin\n"
+        "print(sorted(m for m in ('airflow_provider_reportruns.testing.simulator', 'http.server') if m in sys.modules))\n"
+        "import airflow_provider_reportruns.testing.simulator\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'requests', 'urllib3')\n"
+        "             or m in ('airflow_provider_reportruns.client', 'airflow_provider_reportruns.hooks')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "[]"]
