@@ -29,6 +29,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -1903,6 +1904,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 response = sim._handle(ctx, fault)
             except _ApiError as exc:
                 response = _error_response(exc, ctx.request_id)
+            except Exception:
+                # A simulator bug: show it, but still answer like Stripe so the connection stays usable.
+                traceback.print_exc()
+                error = _ApiError(500, "An unknown error occurred in the simulator.", type="api_error")
+                response = _error_response(error, ctx.request_id)
         if name == "lost_response":
             self.close_connection = True
             return None
