@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
-import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,35 +18,37 @@ if TYPE_CHECKING:
 __all__ = ["StripeReportRunTrigger", "get_shared_client"]
 
 # One client per connection per process: a triggerer with a thousand waits shares one session,
-# one connection pool and one rate limiter instead of building a thousand. Re-read after this
-# many seconds so a rotated key is picked up.
-CLIENT_CACHE_SECONDS = 300.0
-_clients: dict[str, tuple[float, StripeReportingClient]] = {}
-# One lock per event loop: an asyncio.Lock must not be shared between loops (dag.test() and
-# tests start several), and a thousand triggers starting at once must read the connection once.
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+# one connection pool and one rate limiter instead of building a thousand. Keyed by a digest of
+# the connection's contents, so an edited connection (new key, host or extras) gets a new client.
+_clients: dict[str, StripeReportingClient] = {}
+
+
+def _client_for(stripe_conn_id: str) -> StripeReportingClient:
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+
+    hook = StripeReportingHook(stripe_conn_id)
+    try:
+        conn = hook.get_connection(stripe_conn_id)
+    except Exception:
+        return hook.client  # raises the hook's own message (missing connection, …)
+    digest = hashlib.sha256(
+        json.dumps([stripe_conn_id, conn.host, conn.port, conn.password, conn.extra_dejson], sort_keys=True).encode()
+    ).hexdigest()
+    client = _clients.get(digest)
+    if client is None:
+        client = _clients[digest] = hook.client
+    return client
 
 
 async def get_shared_client(stripe_conn_id: str) -> StripeReportingClient:
-    """The process's client for ``stripe_conn_id``; the connection is read off the event loop."""
-    loop = asyncio.get_running_loop()
-    lock = _locks.get(loop)
-    if lock is None:
-        lock = _locks[loop] = asyncio.Lock()
-    async with lock:
-        cached = _clients.get(stripe_conn_id)
-        if cached is not None and time.monotonic() - cached[0] < CLIENT_CACHE_SECONDS:
-            return cached[1]
-        from asgiref.sync import sync_to_async
+    """The process's client for ``stripe_conn_id``, looked up off the event loop.
 
-        from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+    ``sync_to_async`` runs lookups one at a time in one thread (Airflow 3's triggerer requires
+    connections to be read that way), so concurrent triggers never build the same client twice.
+    """
+    from asgiref.sync import sync_to_async
 
-        def build() -> StripeReportingClient:
-            return StripeReportingHook(stripe_conn_id).client
-
-        client = await sync_to_async(build)()
-        _clients[stripe_conn_id] = (time.monotonic(), client)
-        return client
+    return await sync_to_async(_client_for)(stripe_conn_id)
 
 
 class StripePollingTrigger(BaseTrigger):
