@@ -1,0 +1,77 @@
+"""``python -m benchmarks --quick`` still produces every row with numbers (the harness cannot rot).
+
+Tiny sizes say nothing about the targets, so only the shape is checked: every row present,
+measured (no error), with a number for our figure and, where the row has one, the reference.
+The benchmarks run in their own processes with their own ``AIRFLOW_HOME``; this test only reads
+the JSON they write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Row -> whether it compares against a reference figure.
+EXPECTED_ROWS = {
+    "1a": True,
+    "1b": True,
+    "1c": True,
+    "2a": True,
+    "2b": False,
+    "3a": True,
+    "3b": True,
+    "3c": True,
+    "4a": True,
+    "4b": True,
+    "4c": True,
+    "4d": True,
+    "4e": False,
+    "5a": True,
+    "5b": True,
+    "6a": True,
+    "6b": True,
+    "6c": True,
+    "6d": True,
+}
+
+pytestmark = pytest.mark.skipif(
+    int(version("apache-airflow").split(".")[0]) < 3, reason="the benchmarks measure the Airflow 3 environment"
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_benchmarks_produce_every_row_with_numbers(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads(output.read_text())
+    rows = {row["key"]: row for row in results["rows"]}
+
+    assert sorted(rows) == sorted(EXPECTED_ROWS)
+    for key, has_reference in EXPECTED_ROWS.items():
+        row = rows[key]
+        assert row["error"] is None, f"{key}: {row['error']}"
+        assert _is_number(row["ours"]), f"{key}: ours = {row['ours']!r}"
+        if has_reference:
+            assert _is_number(row["reference"]), f"{key}: reference = {row['reference']!r}"
+        assert row["target"], key
+    assert results["meta"]["quick"] is True
+    # The table went to stdout too, one line per row.
+    for key in EXPECTED_ROWS:
+        assert any(line.startswith(f"{key} ") for line in completed.stdout.splitlines()), key
