@@ -339,3 +339,50 @@ def test_download_cut_every_time_fails_naming_the_attempts_and_leaves_nothing(tm
         assert caught.value.partial_download
         assert len(_requests(sim, "file_contents", hook)) == 3
         assert os.listdir(tmp_path) == []
+
+
+# -- waiting through a bad spell ----------------------------------------------------------------
+
+
+def test_sensor_poke_waits_through_exhausted_transient_retries_and_fails_on_a_real_error(sim, hook_for) -> None:
+    from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
+
+    hook = hook_for(sim, max_retries=1)
+    run = hook.create_report_run(REPORT_TYPE, INTERVAL)
+    sim.finish_report_run(run["id"])
+    sensor = StripeReportRunSensor(task_id="wait", report_run_id=run["id"], stripe_conn_id=hook.stripe_conn_id)
+    sensor.__dict__["hook"] = hook  # the connection's hook, with the short backoff
+    sim.add_fault(Fault("retrieve", "reset", times=2))  # both attempts of the first poke
+
+    assert sensor.poke({}) is False
+    done = sensor.poke({})
+    assert done.is_done and done.xcom_value["report_run_id"] == run["id"]
+
+    sensor.report_run_id = "frr_doesNotExist"
+    with pytest.raises(StripeReportingError, match="404"):
+        sensor.poke({})
+
+
+def test_trigger_polls_through_exhausted_transient_retries(sim, hook_for) -> None:
+    import asyncio
+
+    from airflow_provider_reportruns.triggers import report_run as triggers
+
+    hook = hook_for(sim, max_retries=1)
+    run = hook.create_report_run(REPORT_TYPE, INTERVAL)
+    sim.finish_report_run(run["id"])
+    sim.add_fault(Fault("retrieve", "503", times=2))  # both attempts of the first poll
+    triggers._clients[hook.stripe_conn_id] = (time.monotonic(), hook.client)
+    trigger = triggers.StripeReportRunTrigger(run["id"], hook.stripe_conn_id, poll_interval=0.05)
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event.payload
+
+    try:
+        payload = asyncio.run(asyncio.wait_for(first_event(), 10))
+    finally:
+        triggers._clients.pop(hook.stripe_conn_id, None)
+
+    assert payload["status"] == "succeeded" and payload["report_run_id"] == run["id"]
+    assert [r.status for r in _requests(sim, "retrieve", hook)] == [503, 503, 200]
