@@ -1,8 +1,9 @@
 """The secret key never leaks: not into task logs, XComs, rendered fields, trigger kwargs or events,
 not to a foreign host, not over plain http, and TLS verification cannot be switched off.
 
-The example DAG runs three ways against the simulator (success, a failed report run, a rejected
-key) with a recognisable canary key, and everything Airflow kept of those runs is searched for it.
+The balance example DAG runs three ways against the simulator (success, a failed report run, a
+rejected key), and the deferrable example once, with a recognisable canary key; everything Airflow
+kept of those runs (logs, XComs, rendered fields, the metadata DB files) is searched for it.
 The harness captures logs unmasked, so this is stricter than production, where Airflow's secret
 masker would also hide a registered password.
 """
