@@ -130,7 +130,7 @@ class _Soak:
 
 
 def test_soak_300_runs_through_faults_lose_nothing_duplicate_nothing_leave_no_part_files(
-    tmp_path, airflow_conn, record_property
+    tmp_path, airflow_conn, record_testsuite_property
 ) -> None:
     faults = [Fault("any", name, rate=rate, delay=SLOW_DELAY) for name, rate in FAULT_RATES.items()]
     destination = tmp_path / "reports"
@@ -175,7 +175,7 @@ def test_soak_300_runs_through_faults_lose_nothing_duplicate_nothing_leave_no_pa
         f"leftovers {len(leftovers)}; {elapsed:.1f} s; request log {request_log}"
     )
     print(summary)
-    record_property("soak", summary)
+    record_testsuite_property("soak", summary)
 
     assert len(runs) == RUNS, summary
     assert not duplicates, f"{summary}\nduplicated: {duplicates}"
