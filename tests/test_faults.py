@@ -38,10 +38,10 @@ def hook_for(airflow_conn) -> Callable[..., StripeReportingHook]:
     """``hook_for(sim, **hook_kwargs)``: a hook on a connection to ``sim`` with a 10 ms first backoff."""
     count = iter(range(1000))
 
-    def make(simulator: StripeSimulator, **kwargs: Any) -> StripeReportingHook:
+    def make(simulator: StripeSimulator, extra: dict[str, Any] | None = None, **kwargs: Any) -> StripeReportingHook:
         conn_id = f"stripe_faults_{next(count)}"
         # No client-side rate limit to speak of: these tests time retries, not the limiter.
-        extra = {"max_requests_per_second": 1000}
+        extra = {"max_requests_per_second": 1000, **(extra or {})}
         airflow_conn(conn_id, conn_type="stripe", host=simulator.url, password=simulator.api_key, extra=extra)
         kwargs.setdefault("initial_backoff", 0.01)
         return StripeReportingHook(conn_id, **kwargs)
@@ -363,26 +363,28 @@ def test_sensor_poke_waits_through_exhausted_transient_retries_and_fails_on_a_re
         sensor.poke({})
 
 
-def test_trigger_polls_through_exhausted_transient_retries(sim, hook_for) -> None:
+def test_trigger_polls_through_exhausted_transient_retries(sim, hook_for, caplog, capfd) -> None:
     import asyncio
 
     from airflow_provider_reportruns.triggers import report_run as triggers
 
-    hook = hook_for(sim, max_retries=1)
+    # The trigger builds its own client from the connection: one retry per poll.
+    hook = hook_for(sim, extra={"max_retries": 1})
     run = hook.create_report_run(REPORT_TYPE, INTERVAL)
     sim.finish_report_run(run["id"])
     sim.add_fault(Fault("retrieve", "503", times=2))  # both attempts of the first poll
-    triggers._clients[hook.stripe_conn_id] = (time.monotonic(), hook.client)
     trigger = triggers.StripeReportRunTrigger(run["id"], hook.stripe_conn_id, poll_interval=0.05)
 
-    async def first_event() -> Any:
-        async for event in trigger.run():
-            return event.payload
+    async def events() -> list[Any]:
+        return [event.payload async for event in trigger.run()]
 
-    try:
-        payload = asyncio.run(asyncio.wait_for(first_event(), 10))
-    finally:
-        triggers._clients.pop(hook.stripe_conn_id, None)
+    payloads = asyncio.run(asyncio.wait_for(events(), 10))
 
-    assert payload["status"] == "succeeded" and payload["report_run_id"] == run["id"]
-    assert [r.status for r in _requests(sim, "retrieve", hook)] == [503, 503, 200]
+    assert [(p["status"], p["report_run_id"]) for p in payloads] == [("succeeded", run["id"])]
+    # Poll 1: 503 and its one retry 503 (gave up, logged, waited on); poll 2: 200.
+    captured = capfd.readouterr()
+    logged = caplog.text + captured.out + captured.err  # stdlib logging on Airflow 2, structlog on 3
+    assert "Stripe did not answer this poll; still waiting" in logged
+    assert "gave up after 2 attempts" in logged
+    retrieves = [r for r in sim.requests() if r.kind == "retrieve"]
+    assert [r.status for r in retrieves] == [503, 503, 200]

@@ -118,17 +118,6 @@ def example_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return copy
 
 
-@pytest.fixture(autouse=True)
-def fresh_trigger_clients() -> Iterator[None]:
-    """Triggers cache one client per connection id for 5 minutes; each test here has its own
-    simulator behind ``stripe_default``, so start and end with an empty cache."""
-    from airflow_provider_reportruns.triggers import report_run
-
-    report_run._clients.clear()
-    yield
-    report_run._clients.clear()
-
-
 @contextlib.contextmanager
 def _finish_runs_once_polled(sim: StripeSimulator, polls: int) -> Iterator[None]:
     """Finish each pending run after it was read ``polls`` times: a deferrable sensor's own poke
