@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -468,7 +468,9 @@ class StripeReportingClient:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.verify = True
-        session.headers["User-Agent"] = f"airflow-provider-reportruns/{__version__} {session.headers['User-Agent']}"
+        session.headers["User-Agent"] = (
+            f"airflow-provider-reportruns/{__version__} {cast(str, session.headers['User-Agent'])}"
+        )
         return session
 
     def close(self) -> None:
@@ -743,7 +745,7 @@ class StripeReportingClient:
         *,
         what: str,
         params: Sequence[tuple[str, str]] | None = None,
-        data: Sequence[tuple[str, str]] | None = None,
+        data: list[tuple[str, str]] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         response: dict[str, Any] = self._send(
@@ -779,7 +781,7 @@ class StripeReportingClient:
         *,
         what: str,
         params: Sequence[tuple[str, str]] | None = None,
-        data: Sequence[tuple[str, str]] | None = None,
+        data: list[tuple[str, str]] | None = None,
         idempotency_key: str | None = None,
         stream: bool = False,
         parse_json: bool = False,
@@ -824,7 +826,7 @@ class StripeReportingClient:
         url: str,
         what: str,
         params: Sequence[tuple[str, str]] | None,
-        data: Sequence[tuple[str, str]] | None,
+        data: list[tuple[str, str]] | None,
         headers: dict[str, str],
         stream: bool,
         parse_json: bool,
