@@ -175,7 +175,9 @@ def validate_secret_key(api_key: str | None, *, source: str = "the client") -> s
     """Reject an empty or publishable key before any request is made."""
     key = (api_key or "").strip()
     if not key:
-        raise ValueError(f"No Stripe secret key in {source}: put an sk_… or rk_… key in the password field.")
+        raise ValueError(
+            f"No Stripe secret key in {source}: put an sk_… or rk_… key in the Secret key (password) field."
+        )
     if key.startswith("pk_"):
         raise ValueError(
             f"The Stripe key in {source} is a publishable key (pk_…), which cannot call the Reporting API; "
@@ -951,7 +953,7 @@ class StripeReportingClient:
 def _hint(status: int, message: str, source: str) -> str:
     """One sentence on what to do, for the errors people meet in their first hour."""
     if status == 401:
-        return f". The Stripe key in {source} was rejected: check the password field holds a valid secret key."
+        return f". The Stripe key in {source} was rejected: check that the Secret key (password) field holds a valid secret key."
     if status == 403:
         return (
             f". The key in {source} lacks a permission: a restricted key needs "

@@ -131,7 +131,7 @@ ROWS = [
     Row(
         "Empty key",
         lambda w: w.hook("").list_report_types(),
-        ("No Stripe secret key in connection 'stripe_errors'", "password field"),
+        ("No Stripe secret key in connection 'stripe_errors'", "Secret key (password) field"),
     ),
     Row(
         "Connection not defined",

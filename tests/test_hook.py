@@ -114,7 +114,10 @@ def test_empty_host_means_stripe_and_https(airflow_conn):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"password": ""}, "No Stripe secret key in connection 'bad': put an sk_… or rk_… key in the password field."),
+        (
+            {"password": ""},
+            "No Stripe secret key in connection 'bad': put an sk_… or rk_… key in the Secret key (password) field.",
+        ),
         ({"password": "pk_live_1"}, "The Stripe key in connection 'bad' is a publishable key (pk_…)"),
         (
             {"password": "sk_test_1", "host": "http://stripe.example.com"},

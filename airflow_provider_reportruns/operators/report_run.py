@@ -197,8 +197,12 @@ class StripeCreateReportRunOperator(BaseOperator):
                         "(data_available_start) and will never become available: start the interval, or the "
                         "DAG's start_date, at or after that date."
                     )
+                text = str(exc)
+                suffix = f" (request {exc.request_id})" if exc.request_id else ""
+                if suffix and text.endswith(suffix):
+                    text = text[: -len(suffix)]  # keep the request id last, after the hint
                 raise StripeReportingError(
-                    f"{exc} — {hint}",
+                    f"{text} — {hint}{suffix}",
                     http_status=exc.http_status,
                     error_type=exc.error_type,
                     code=exc.code,
