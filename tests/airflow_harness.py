@@ -45,6 +45,7 @@ Airflow 2 vs 3, as measured with 3.3.2 and 2.11.2 (the quirks this module hides)
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -112,6 +113,7 @@ def configure_environment(home: Path, *, dags_folder: Path | None = None, colors
         os.environ["NO_COLOR"] = "1"
 
 
+@functools.cache
 def airflow_major() -> int:
     """Major version of the installed Airflow, without importing it."""
     from importlib.metadata import version
@@ -392,15 +394,12 @@ def _state(value: Any) -> str:
 def _load_dag(dag_file: Path, dag_id: str) -> Any:
     if airflow_major() >= 3:
         from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+        bag = DagBag(str(dag_file), safe_mode=False, bundle_path=dag_file.parent, bundle_name=_BUNDLE_NAME)
     else:
         from airflow.models.dagbag import DagBag
 
-    kwargs: dict[str, Any] = {"safe_mode": False}
-    if airflow_major() >= 3:
-        kwargs.update(bundle_path=dag_file.parent, bundle_name=_BUNDLE_NAME)
-    else:
-        kwargs["include_examples"] = False
-    bag = DagBag(dag_folder=str(dag_file), **kwargs)
+        bag = DagBag(str(dag_file), safe_mode=False, include_examples=False)
     dag = bag.dags.get(dag_id)
     if dag is None:
         errors = "\n".join(f"{path}:\n{error}" for path, error in bag.import_errors.items())
