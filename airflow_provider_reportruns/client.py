@@ -318,15 +318,26 @@ class RateLimiter:
         delay = self.reserve()
         if delay > 0:
             time.sleep(delay)
+        self.wait_for_window()
+
+    def wait_for_window(self) -> None:
+        """The guarantee alone: record a start now, or sleep until the 1-second window allows one."""
         while (delay := self._try_start()) > 0:
             time.sleep(delay)
 
-    async def acquire_async(self) -> None:
+    async def pace_async(self) -> None:
+        """The pacing alone, awaited in an event loop. The thread that finally sends must call
+        :meth:`wait_for_window` right before it starts: a busy pool can start the request late."""
         import asyncio
 
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def acquire_async(self) -> None:
+        import asyncio
+
+        await self.pace_async()
         while (delay := self._try_start()) > 0:
             await asyncio.sleep(delay)
 
@@ -374,7 +385,8 @@ def _executor() -> Any:
 
 
 def _prelimited(client: StripeReportingClient, call: Callable[[], Any]) -> Any:
-    """Run ``call`` with its first request's rate-limit slot already taken in the event loop."""
+    """Run ``call`` with its first request already paced in the event loop (only the window
+    check is left, at the actual start)."""
     _thread_state.prelimited = True
     try:
         return call()
@@ -771,7 +783,9 @@ class StripeReportingClient:
         import asyncio
         import functools
 
-        await self.rate_limiter.acquire_async()
+        # Only the pacing here: the start is recorded in the worker thread when the request really
+        # starts, which can be much later when every pool thread is busy (retries after 429s).
+        await self.rate_limiter.pace_async()
         call = functools.partial(getattr(self, method_name), *args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_executor(), functools.partial(_prelimited, self, call))
@@ -797,7 +811,9 @@ class StripeReportingClient:
         prelimited = getattr(_thread_state, "prelimited", False)
         _thread_state.prelimited = False
         while True:
-            if not (prelimited and attempt == 0):
+            if prelimited and attempt == 0:
+                self.rate_limiter.wait_for_window()
+            else:
                 self.rate_limiter.acquire()
             self.request_count += 1
             try:
