@@ -130,9 +130,11 @@ def _flow_rows(flow: dict[str, Any], log: list[Any], finished: dict[str, float],
             f"≤ 1 + ⌈T/P⌉ + 1 + 1 = {floor}",
             ok and len(chain) <= floor,
             note=(
-                f"T={t:g} s, P={p:g} s, example DAG via dag.test() ({flow['state']}); at the simulator: {breakdown} "
-                "(report_type is the data-availability sensor, outside the chain); the list is the create "
-                "operator's duplicate-run lookup"
+                f"T={t:g} s, P={p:g} s, example DAG via dag.test() ({flow['state']}); at the simulator: {breakdown}. "
+                f"The floor counts create 1, status polls 1 + ⌈T/P⌉ = {1 + math.ceil(t / p)} (one right after the "
+                "create, then every P until one lands after the run finished) and the file 1; over it: the create "
+                "operator's duplicate-run lookup (list), which keeps re-runs and backfills from creating a second run. "
+                "report_type is the data-availability sensor, ahead of the chain"
             ),
             details={
                 "by_kind": dict(by_kind),
