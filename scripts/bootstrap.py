@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +82,17 @@ def _stamp(*files: Path) -> str:
 def _is_current(env: Path, stamp: str) -> bool:
     stamp_file = env / STAMP_NAME
     return env_python(env).exists() and stamp_file.exists() and stamp_file.read_text().strip() == stamp
+
+
+def _made_by_this_python(env: Path) -> bool:
+    """The venv exists and was made from this Python version (else its wheels and .pyc may not fit)."""
+    try:
+        cfg = dict(line.split(" = ", 1) for line in (env / "pyvenv.cfg").read_text().splitlines() if " = " in line)
+    except OSError:
+        return False
+    version = cfg.get("version_info") or cfg.get("version")
+    here = ".".join(map(str, sys.version_info[:3]))
+    return env_python(env).exists() and version == here
 
 
 @contextlib.contextmanager
@@ -171,7 +183,8 @@ def ensure_airflow_env(major: str) -> Path:
     started = time.monotonic()
     _log(f"syncing {env.name} to {requirements.relative_to(ROOT)}")
     python = env_python(env)
-    if not python.exists():
+    if not _made_by_this_python(env):
+        shutil.rmtree(env, ignore_errors=True)
         _run([uv(), "venv", "--quiet", "--python", sys.executable, env], env=_uv_env())
     (env / STAMP_NAME).unlink(missing_ok=True)
     common = ["--quiet", "--python", python, "--compile-bytecode"]
