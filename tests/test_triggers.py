@@ -29,13 +29,10 @@ RECOGNISABLE_KEY = "sk_test_TriggerKeyMustNeverBeSerialized4242"
 
 @pytest.fixture(autouse=True)
 def fresh_shared_clients() -> Iterator[None]:
-    """Triggers share one client per connection per process for 300 s; each test here points
-    ``stripe_default`` at its own simulator, and runs its own event loop."""
+    """Triggers share one client per connection per process; each test starts without one."""
     report_run_triggers._clients.clear()
-    report_run_triggers._clients_lock = None  # an asyncio.Lock binds to the loop it first waited in
     yield
     report_run_triggers._clients.clear()
-    report_run_triggers._clients_lock = None
 
 
 @pytest.fixture
