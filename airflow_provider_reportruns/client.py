@@ -55,6 +55,7 @@ DEFAULT_MAX_REQUESTS_PER_SECOND = 20.0
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)  # (connect, read) seconds
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 DOWNLOAD_CHUNK_SIZE = 1 << 20
+WRITE_SLICE = 64 << 10
 LIST_LIMIT_RANGE = (1, 100)
 CREATED_FILTER_KEYS = ("gt", "gte", "lt", "lte")
 
@@ -272,6 +273,8 @@ class RateLimiter:
 
     # Extra spacing on top of one second, for requests that arrive at Stripe unevenly delayed.
     WINDOW_SLACK = 0.01
+    # Requests that may start together before pacing spaces them out.
+    BURST = 4
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
@@ -292,15 +295,20 @@ class RateLimiter:
             self._rate = float(value)
             self._interval = 1.0 / self._rate
             self._window_size = max(1, math.floor(self._rate))
+            self._burst_tolerance = (min(self.BURST, self._window_size) - 1) * self._interval
             self._starts = collections.deque(self._starts, maxlen=self._window_size)
 
     def reserve(self) -> float:
-        """Claim the next paced slot; return how many seconds to wait before using it."""
+        """Claim the next paced slot; return how many seconds to wait before using it.
+
+        Pacing lets a short burst (``BURST`` requests) through at once, so a task's few sequential
+        calls are not spaced ``1 / rate`` apart; the window check still caps every second.
+        """
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next_free)
-            self._next_free = slot + self._interval
-            return slot - now
+            next_free = max(self._next_free, now)
+            self._next_free = next_free + self._interval
+            return max(0.0, next_free - self._burst_tolerance - now)
 
     def _try_start(self) -> float:
         """Record a start now and return 0, or return how long to wait for the window to allow it."""
@@ -344,7 +352,7 @@ class RateLimiter:
     def penalize(self, seconds: float = RATE_LIMIT_PENALTY) -> None:
         """Hold every waiter back after Stripe answered 429."""
         with self._lock:
-            self._next_free = max(self._next_free, self._clock() + seconds)
+            self._next_free = max(self._next_free, self._clock() + seconds + self._burst_tolerance)
 
 
 _limiters: dict[str, RateLimiter] = {}
@@ -618,7 +626,7 @@ class StripeReportingClient:
     def download_file(
         self,
         url: str,
-        write: Callable[[bytes], Any],
+        write: Callable[[bytes | memoryview], Any],
         *,
         expected_size: int | None = None,
         chunk_size: int = DOWNLOAD_CHUNK_SIZE,
@@ -635,7 +643,11 @@ class StripeReportingClient:
         with self.open_file(url, what=what) as response:
             try:
                 for chunk in response.iter_content(chunk_size):
-                    write(chunk)
+                    # Large reads, smaller writes: on ext4 a 1 MiB page-cache write() costs far
+                    # more system time than sixteen 64 KiB ones (see the README's row 3).
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), WRITE_SLICE):
+                        write(view[start : start + WRITE_SLICE])
                     received += len(chunk)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 raise self._partial_download(

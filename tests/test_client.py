@@ -304,7 +304,14 @@ def test_rate_limiter_never_admits_more_than_rate_starts_per_second_across_threa
     assert len(starts) == 80
     worst = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
     assert worst <= 50
-    assert starts[-1] - starts[0] >= 79 / 50 - 0.05
+    # Pacing: after a burst of RateLimiter.BURST, one start every 1/50 s.
+    assert starts[-1] - starts[0] >= (79 - (RateLimiter.BURST - 1)) / 50 - 0.05
+
+
+def test_rate_limiter_lets_a_short_burst_start_without_pacing():
+    limiter = RateLimiter(20)
+    assert [limiter.reserve() for _ in range(RateLimiter.BURST)] == [0.0] * RateLimiter.BURST
+    assert limiter.reserve() > 0.0
 
 
 def test_rate_limiter_async_and_penalty_hold_back_every_waiter():
