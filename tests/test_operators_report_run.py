@@ -25,7 +25,6 @@ MAR_1 = int(dt.datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 MAR_2 = int(dt.datetime(2024, 3, 2, tzinfo=UTC).timestamp())
 FEB_10 = int(dt.datetime(2024, 2, 10, tzinfo=UTC).timestamp())
 FEB_11 = int(dt.datetime(2024, 2, 11, tzinfo=UTC).timestamp())
-EXAMPLE_DAGS = Path(__file__).resolve().parent.parent / "example_dags"
 
 PREAMBLE = """\
 from __future__ import annotations
@@ -465,9 +464,9 @@ def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_seven_day_backfill_makes_seven_runs_with_half_open_daily_intervals_and_a_rerun_makes_none(
-    stripe_conn, example_env: Path
+    stripe_conn, example_env: Path, example_dags_dir: Path
 ) -> None:
-    dag_file = EXAMPLE_DAGS / "example_stripe_balance_report.py"
+    dag_file = example_dags_dir / "example_stripe_balance_report.py"
     dag_id = "example_stripe_balance_report"
     ends = [DAY + dt.timedelta(days=i) for i in range(7)]
 
@@ -496,14 +495,14 @@ def test_a_seven_day_backfill_makes_seven_runs_with_half_open_daily_intervals_an
 
 
 def test_mapped_create_makes_one_run_per_report_type_and_the_mapped_sensor_and_download_follow(
-    start_sim, example_env: Path, finish_after_first_poll: Callable[[StripeSimulator], None]
+    start_sim, example_env: Path, example_dags_dir: Path, finish_after_first_poll: Callable[[StripeSimulator], None]
 ) -> None:
     simulator = start_sim(run_delay=3600.0)
     report_types = ["balance.summary.1", "payouts.summary.1", "balance_change_from_activity.summary.1"]
     finish_after_first_poll(simulator)
 
     result = run_dag(
-        EXAMPLE_DAGS / "example_stripe_reports_deferrable.py", "example_stripe_reports_deferrable", logical_date=DAY
+        example_dags_dir / "example_stripe_reports_deferrable.py", "example_stripe_reports_deferrable", logical_date=DAY
     )
 
     assert result.state == "success"
@@ -623,10 +622,11 @@ def test_a_cut_download_never_leaves_a_partial_file_at_the_destination(
         assert not out.exists() or os.listdir(out) == []
 
 
-def test_a_size_other_than_stripes_result_size_fails_and_leaves_nothing(write_dag, stripe_conn, tmp_path) -> None:
+def test_a_size_other_than_stripes_result_size_fails_and_leaves_nothing(write_dag, start_sim, tmp_path) -> None:
     from airflow_provider_reportruns.hooks.stripe import result_file_metadata
 
-    run = succeeded_run(stripe_conn)
+    simulator = start_sim(extra={"max_retries": 0})  # a short count is retried; no need to wait for that here
+    run = succeeded_run(simulator)
     metadata = result_file_metadata(run)
     metadata["size"] += 1
     out = tmp_path / "out"
@@ -635,7 +635,7 @@ def test_a_size_other_than_stripes_result_size_fails_and_leaves_nothing(write_da
     result = run_dag(dag_file, "download_size", logical_date=DAY)
 
     assert result.task_state("download") == "failed"
-    actual = stripe_conn.result_size_of(run["id"])
+    actual = simulator.result_size_of(run["id"])
     assert f"received {actual} bytes, Stripe announced {actual + 1} (result.size)" in result.log("download")
     assert os.listdir(out) == []
 

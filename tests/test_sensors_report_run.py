@@ -223,6 +223,7 @@ def test_an_already_succeeded_run_does_not_defer(write_dag, stripe_conn) -> None
         ),
         ("deferrable", "Stripe report run {id} did not finish in time: last status 'pending' after waiting 1 s."),
     ],
+    ids=MODES,
 )
 def test_a_timeout_names_the_run_its_last_status_and_the_time_waited(
     write_dag, start_sim, mode: str, message: str
