@@ -172,6 +172,9 @@ def airflow_env(home: Path, *, connection: str | None = None, **extra: str) -> d
             "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
             "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
             "NO_COLOR": "1",
+            # Loopback only: never route the simulator's 127.0.0.1 through a configured proxy.
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
             # Workers import `benchmarks` from the checkout, whatever the caller's cwd.
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         }
