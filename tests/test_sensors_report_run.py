@@ -177,6 +177,20 @@ def test_a_failed_run_fails_the_task_with_stripes_error_text_and_the_run_id(
 
 
 @pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_a_failed_run_is_not_retried_even_when_the_sensor_has_retries(write_dag, start_sim, mode: str) -> None:
+    simulator = start_sim(fail_report_types=["balance.summary.1"])
+    run_id = create_run(simulator)
+    simulator.finish_report_run(run_id, status="failed", error="Simulated: ledger unavailable.")
+    dag_id = f"failed_no_retry_{mode}"
+
+    result = run_dag(sensor_dag(write_dag, dag_id, run_id, mode, retries=2, retry_delay=0), dag_id, logical_date=DAY)
+
+    assert result.task_state("wait") == "failed"
+    assert len(result.logs("wait")) == 1  # no second try: Stripe's answer cannot change
+    assert "Simulated: ledger unavailable." in whole_log(result)
+
+
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
 def test_an_unknown_status_is_logged_and_waited_on_never_taken_for_success(
     write_dag, start_sim, after_first_poll, mode: str
 ) -> None:

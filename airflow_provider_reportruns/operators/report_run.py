@@ -316,10 +316,11 @@ class StripeDownloadReportRunOperator(BaseOperator):
         size = (run.get("result") or {}).get("size")
         local = _local_path(destination)
         if local is not None:
-            written = self.hook.download_report_run(run, local)
             import os
 
-            result = os.path.abspath(written)
+            written = os.path.abspath(self.hook.download_report_run(run, local))
+            # Hand back what was asked for: a file:// URI stays a URI, a path becomes absolute.
+            result = destination if destination.startswith("file://") else written
         else:
             result = self._download_to_object_storage(run, destination)
         self.log.info("Downloaded the result file of report run %s (%s bytes) to %s.", run_id, size, result)

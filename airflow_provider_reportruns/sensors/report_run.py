@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_reportruns._compat import (
+    AirflowFailException,
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
@@ -28,11 +29,23 @@ def describe_wait(run: dict[str, Any]) -> str:
     return f"Report run {run.get('id')} ({run.get('report_type')}) is {run.get('status')}{elapsed}"
 
 
+def _finished(run: dict[str, Any]) -> bool:
+    """The shared status model, with a failed run failing the task without retries: retrying this
+    sensor cannot change Stripe's verdict (clear the create task to make a new run)."""
+    from airflow_provider_reportruns.hooks.stripe import StripeReportRunFailed, check_report_run
+
+    try:
+        return check_report_run(run)
+    except StripeReportRunFailed as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
 class StripeReportRunSensor(BaseSensorOperator):
     """Wait until a report run is ``succeeded`` (pass) or ``failed`` (fail with Stripe's message).
 
     On success the result file's metadata goes to XCom (``return_value``): ``report_run_id``,
-    ``id``, ``url``, ``size``, ``type``, ``filename``, ``expires_at``. Any status other than
+    ``id``, ``url``, ``size``, ``type``, ``filename``, ``expires_at``. A failed run fails the task
+    at once, without retries (they could not change Stripe's answer). Any status other than
     pending, succeeded and failed is logged and waited on, never taken for success. Connection
     errors, 429s and 5xx that outlast the client's retries are logged and waited through.
 
@@ -81,12 +94,12 @@ class StripeReportRunSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         from airflow_provider_reportruns.client import ReportRunStatus
-        from airflow_provider_reportruns.hooks.stripe import check_report_run, result_file_metadata
+        from airflow_provider_reportruns.hooks.stripe import result_file_metadata
 
         run = self._fetch()
         if run is None:
             return False
-        if check_report_run(run):
+        if _finished(run):
             self.log.info("%s; result file %s.", describe_wait(run), (run.get("result") or {}).get("id"))
             return PokeReturnValue(is_done=True, xcom_value=result_file_metadata(run))
         if ReportRunStatus.is_known(run.get("status")):
@@ -125,9 +138,12 @@ class StripeReportRunSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the same status model as :meth:`poke`."""
-        from airflow_provider_reportruns.hooks.stripe import result_file_metadata
+        from airflow_provider_reportruns.hooks.stripe import StripeReportRunFailed, result_file_metadata
         from airflow_provider_reportruns.triggers.events import report_run_from_event
 
-        run = report_run_from_event(event, timeout_error=AirflowSensorTimeout)
+        try:
+            run = report_run_from_event(event, timeout_error=AirflowSensorTimeout)
+        except StripeReportRunFailed as exc:
+            raise AirflowFailException(str(exc)) from None
         self.log.info("%s; result file %s.", describe_wait(run), (run.get("result") or {}).get("id"))
         return result_file_metadata(run)
