@@ -1,10 +1,11 @@
 """Row 3: downloading a large result file, ``hook.download_report_run`` vs ``curl``.
 
 The simulator (in the parent) serves one run's result file padded to the requested size. Each
-repetition runs one fresh worker with the shipped client, one ``curl`` process and one worker with
-the proposed write size (row 3c), rotating which goes first,
-both fetching the same URL with the same key and writing to a file in the same directory; the
-file is deleted right after, so the page cache never has to write it back.
+repetition runs one fresh worker with the shipped client and one ``curl`` process, alternating
+which goes first, both fetching the same URL with the same key and writing to a file in the same
+directory; the file is deleted right after, so the page cache never has to write it back. The
+client reads ``DOWNLOAD_CHUNK_SIZE`` (1 MiB) from the socket and hands the file ``WRITE_SLICE``
+(64 KiB) slices of each read; curl writes 16 KiB at a time.
 
 Throughput is the file size over the download's own time: the worker times the
 ``download_report_run`` call (request, streaming, fsync-free write, rename), curl reports its
@@ -39,21 +40,15 @@ CURL = shutil.which("curl") or "/usr/bin/curl"
 MB = 1 << 20
 THROUGHPUT_TARGET = 0.70
 RSS_TARGET_MB = 64.0
-# The change proposed for client.download_file, measured alongside the shipped code (row 3c): keep
-# reading 1 MiB from the socket, but hand the file 64 KiB slices of it. On these machines' ext4 page
-# cache one 1 MiB write() costs 2-4x more kernel time per byte than 64 KiB ones (strace: ~2.2 ms
-# per 1 MiB write vs ~0.12 ms per 256 KiB), and varies run to run; curl writes 16 KiB at a time.
-PROPOSED_WRITE_SIZE = 64 << 10
 
 
 def run(sizes: Any, workdir: Path) -> list[Row]:
-    from airflow_provider_reportruns.client import StripeReportingClient
+    from airflow_provider_reportruns.client import DOWNLOAD_CHUNK_SIZE, WRITE_SLICE, StripeReportingClient
     from airflow_provider_reportruns.testing.simulator import StripeSimulator
 
     names = [
         ("3a", "download throughput vs curl"),
         ("3b", "download peak RSS growth"),
-        ("3c", "download throughput, proposed write size"),
     ]
     size = sizes.download_bytes
     try:
@@ -67,26 +62,22 @@ def run(sizes: Any, workdir: Path) -> list[Row]:
             out_dir = workdir / "files"
             out_dir.mkdir(parents=True)
             env = airflow_env(workdir / "home", connection=connection_json(sim.url, sim.api_key, 20))
-            results: dict[str, list[dict[str, Any]]] = {"ours": [], "proposed": [], "curl": []}
+            results: dict[str, list[dict[str, Any]]] = {"ours": [], "curl": []}
             for repeat in range(sizes.download_repeats):
-                sides = ["ours", "curl", "proposed"]
-                for side in sides[repeat % 3 :] + sides[: repeat % 3]:  # rotate who goes first
+                sides = ["ours", "curl"]
+                for side in sides[repeat % 2 :] + sides[: repeat % 2]:  # alternate who goes first
                     if side == "curl":
                         results[side].append(_curl(report_run["result"]["url"], sim.api_key, out_dir, size))
                     else:
-                        slices = PROPOSED_WRITE_SIZE if side == "proposed" else None
-                        results[side].append(
-                            _ours(report_run, out_dir, workdir / f"{side}-{repeat}", env, size, slices)
-                        )
-            ours, proposed, theirs = results["ours"], results["proposed"], results["curl"]
+                        results[side].append(_ours(report_run, out_dir, workdir / f"{side}-{repeat}", env, size))
+            ours, theirs = results["ours"], results["curl"]
     except Exception as exc:
         return failed_rows(names, f"≥ {THROUGHPUT_TARGET:.0%} of curl / ≤ {RSS_TARGET_MB:.0f} MB", str(exc))
 
     our_speed = median([size / r["seconds"] / MB for r in ours])
-    proposed_speed = median([size / r["seconds"] / MB for r in proposed])
     curl_speed = median([size / r["seconds"] / MB for r in theirs])
     speed_ratio = ratio(our_speed, curl_speed)
-    proposed_ratio = ratio(proposed_speed, curl_speed)
+    speeds = {side: [round(size / r["seconds"] / MB) for r in results[side]] for side in results}
     growth = max(r["peak_growth_mb"] for r in ours)
     curl_rss = max(r["peak_rss_mb"] for r in theirs)
     repeats = f"{sizes.download_repeats} alternating repetitions each, {size / MB:,.0f} MiB file"
@@ -101,10 +92,19 @@ def run(sizes: Any, workdir: Path) -> list[Row]:
             f"ratio ≥ {THROUGHPUT_TARGET:.2f}",
             speed_ratio is not None and speed_ratio >= THROUGHPUT_TARGET,
             note=(
-                f"median of {repeats}, written to a file on {_filesystem(out_dir)}; "
-                f"CPU per GiB: ours {_cpu_per_gib(ours, size):.2f} s, curl {_cpu_per_gib(theirs, size):.2f} s"
+                f"median of {repeats}, written to a file on {_filesystem(out_dir)}; reads of "
+                f"{DOWNLOAD_CHUNK_SIZE >> 10} KiB written in {WRITE_SLICE >> 10} KiB slices; each repetition "
+                f"(MiB/s): ours {speeds['ours']}, curl {speeds['curl']}; CPU per GiB (user + system): ours "
+                f"{_cpu_per_gib(ours, size):.2f} s (system {_cpu_per_gib(ours, size, 'system'):.2f}), curl "
+                f"{_cpu_per_gib(theirs, size):.2f} s (system {_cpu_per_gib(theirs, size, 'system'):.2f})"
             ),
-            details={"ours": ours, "curl": theirs, "bytes": size, "chunk_size": "client.DOWNLOAD_CHUNK_SIZE"},
+            details={
+                "ours": ours,
+                "curl": theirs,
+                "bytes": size,
+                "chunk_size": DOWNLOAD_CHUNK_SIZE,
+                "write_slice": WRITE_SLICE,
+            },
         ),
         Row(
             "3b",
@@ -119,29 +119,15 @@ def run(sizes: Any, workdir: Path) -> list[Row]:
                 f"worst of {repeats}; the worker's VmHWM during the call minus its RSS before it "
                 f"({ours[0]['rss_before_mb']:.0f} MB with Airflow imported); reference: curl's peak RSS"
             ),
-            details={"peak_reset_supported": all(r["peak_reset"] for r in ours + proposed)},
-        ),
-        Row(
-            "3c",
-            f"same, writing {PROPOSED_WRITE_SIZE >> 10} KiB slices (proposal, not shipped)",
-            proposed_speed,
-            curl_speed,
-            "MiB/s",
-            proposed_ratio,
-            f"ratio ≥ {THROUGHPUT_TARGET:.2f}",
-            None,
-            note=(
-                f"hook.download_report_run, 1 MiB reads handed to the file as {PROPOSED_WRITE_SIZE >> 10} KiB "
-                f"memoryview slices; CPU per GiB {_cpu_per_gib(proposed, size):.2f} s; peak RSS growth "
-                f"{max(r['peak_growth_mb'] for r in proposed):.1f} MB"
-            ),
-            details={"ours": proposed, "write_size": PROPOSED_WRITE_SIZE},
+            details={"peak_reset_supported": all(r["peak_reset"] for r in ours)},
         ),
     ]
 
 
-def _cpu_per_gib(results: list[dict[str, Any]], size: int) -> float:
-    return median([(r["cpu_user_s"] + r["cpu_system_s"]) * (1 << 30) / size for r in results])
+def _cpu_per_gib(results: list[dict[str, Any]], size: int, part: str = "both") -> float:
+    """Median CPU seconds per GiB: user + system, or only ``part`` (``"user"``, ``"system"``)."""
+    parts = ("cpu_user_s", "cpu_system_s") if part == "both" else (f"cpu_{part}_s",)
+    return median([sum(r[p] for p in parts) * (1 << 30) / size for r in results])
 
 
 def _filesystem(path: Path) -> str:
@@ -158,11 +144,9 @@ def _filesystem(path: Path) -> str:
     return f"{best[1]} ({best[0] or '?'})"
 
 
-def _ours(
-    report_run: dict[str, Any], out_dir: Path, workdir: Path, env: dict[str, str], size: int, write_size: int | None
-) -> dict[str, Any]:
+def _ours(report_run: dict[str, Any], out_dir: Path, workdir: Path, env: dict[str, str], size: int) -> dict[str, Any]:
     destination = out_dir / "ours.csv"
-    params = {"report_run": report_run, "destination": str(destination), "size": size, "write_size": write_size}
+    params = {"report_run": report_run, "destination": str(destination), "size": size}
     worker = Worker("download", params, workdir, env)
     try:
         return worker.finish(timeout=120 + size / (20 * MB))
@@ -229,19 +213,6 @@ def worker(params: dict[str, Any]) -> dict[str, Any]:
     hook = StripeReportingHook()
     client = hook.client
     client.session  # noqa: B018 - build the session (and import requests) before measuring
-    if params["write_size"]:  # the proposal of row 3c, applied from outside
-        shipped = client.download_file
-        step = params["write_size"]
-
-        def download_file(url: str, write: Any, **kwargs: Any) -> int:
-            def write_slices(chunk: bytes) -> None:
-                view = memoryview(chunk)
-                for start in range(0, len(view), step):
-                    write(view[start : start + step])
-
-            return shipped(url, write_slices, **kwargs)
-
-        client.download_file = download_file  # type: ignore[method-assign]
     run = params["report_run"]
     destination = params["destination"]
     before = rss_mb()

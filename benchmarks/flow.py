@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_reportruns.client import DEFAULT_MAX_REQUESTS_PER_SECOND, RateLimiter
 from benchmarks._common import (
     EXAMPLE_DAG,
     EXAMPLE_DAG_ID,
@@ -49,12 +50,27 @@ CHAIN_KINDS = ("list", "create", "retrieve", "file_contents")
 
 
 # Row 6's DAGs: (side, key, what, DAG file, dag id, the connection's max_requests_per_second).
-# The SDK has no client-side limit; our default is 20/s. The "unlimited" sides are diagnostics:
+# The SDK has no client-side limit; ours defaults to 20/s. The "unlimited" sides are diagnostics:
 # the same DAGs with the limit lifted, to show what the limiter's pacing costs per interval.
 UNLIMITED = 1_000_000.0
+DEFAULT_RATE = DEFAULT_MAX_REQUESTS_PER_SECOND
 BACKFILL_SIDES = (
-    ("ours", "6a", "the example DAG (5 tasks), default limit 20/s", EXAMPLE_DAG, EXAMPLE_DAG_ID, 20.0),
-    ("hook", "6b", "our hook in one @task (2 tasks), default limit 20/s", HOOK_DAG, HOOK_DAG_ID, 20.0),
+    (
+        "ours",
+        "6a",
+        f"the example DAG (5 tasks), default limit {DEFAULT_RATE:g}/s",
+        EXAMPLE_DAG,
+        EXAMPLE_DAG_ID,
+        DEFAULT_RATE,
+    ),
+    (
+        "hook",
+        "6b",
+        f"our hook in one @task (2 tasks), default limit {DEFAULT_RATE:g}/s",
+        HOOK_DAG,
+        HOOK_DAG_ID,
+        DEFAULT_RATE,
+    ),
     ("ours_unlimited", "6c", "the example DAG, limit lifted (diagnostic)", EXAMPLE_DAG, EXAMPLE_DAG_ID, UNLIMITED),
     ("hook_unlimited", "6d", "our hook in one @task, limit lifted (diagnostic)", HOOK_DAG, HOOK_DAG_ID, UNLIMITED),
     ("sdk", "", "stripe SDK in one @task (2 tasks)", SDK_DAG, SDK_DAG_ID, UNLIMITED),
@@ -83,7 +99,10 @@ def run(sizes: Any, workdir: Path) -> list[Row]:
                 STRIPE_EXAMPLE_POKE_SECONDS=str(p),
             )
             params = {
-                "flow": {"connection": connection_json(flow_sim.url, flow_sim.api_key, 20), "date": FLOW_DATE},
+                "flow": {
+                    "connection": connection_json(flow_sim.url, flow_sim.api_key, DEFAULT_RATE),
+                    "date": FLOW_DATE,
+                },
                 "backfill": {
                     "sides": [
                         {
@@ -161,6 +180,17 @@ def _flow_rows(flow: dict[str, Any], log: list[Any], finished: dict[str, float],
     ]
 
 
+def _pacing_text(rate: float) -> str:
+    """How the client's limiter spaces requests at ``rate``, from its own constants."""
+    if rate >= UNLIMITED:
+        return ""
+    paced = rate * (1.0 - RateLimiter.HEADROOM)
+    return (
+        f"; client pacing at limit {rate:g}/s: {RateLimiter.BURST} requests start at once, then one every "
+        f"{1000 / paced:.0f} ms ({paced:g}/s after {RateLimiter.HEADROOM:.0%} headroom)"
+    )
+
+
 def _repeated(log: list[Any], finished: dict[str, float]) -> list[str]:
     """Requests that asked again for something an earlier answer had already settled."""
     repeated = []
@@ -198,7 +228,7 @@ def _backfill_rows(backfill: dict[str, Any], logs: dict[str, list[Any]]) -> list
         return ", ".join(f"{task} {s * 1000:.0f}" for task, s in per_task[side].items()) + " ms"
 
     rows = []
-    for side, key, what, *_ in BACKFILL_SIDES:
+    for side, key, what, _, _, rate in BACKFILL_SIDES:
         if not key:
             continue
         ours = median(seconds[side])
@@ -224,6 +254,7 @@ def _backfill_rows(backfill: dict[str, Any], logs: dict[str, list[Any]]) -> list
                     f"{sum(seconds[side]):.1f} s vs {sum(seconds['sdk']):.1f} s; requests per interval "
                     f"{requests[side]:.0f} vs {requests['sdk']:.0f}; median per task try: {tasks_text(side)} vs "
                     f"{tasks_text('sdk')}"
+                    + _pacing_text(rate)
                     + ("" if ok else f"; run states {dict(states[side])} / {dict(states['sdk'])}")
                 ),
                 details={"runs": runs[side], "per_task_s": per_task[side], "requests_per_interval": requests[side]}

@@ -27,7 +27,6 @@ EXPECTED_ROWS = {
     "2b": False,
     "3a": True,
     "3b": True,
-    "3c": True,
     "4a": True,
     "4b": True,
     "4c": True,
