@@ -369,3 +369,26 @@ def test_a_429_holds_back_every_waiter_sharing_the_limiter(start_sim) -> None:
     assert len([r for r in after if r.timestamp < limited.timestamp + 0.9]) <= 1
     resumed = [r for r in after if r.timestamp >= limited.timestamp + 0.9]
     assert {r.run_id for r in resumed} == {first, second}
+
+
+def test_triggers_starting_together_share_one_connection_lookup_and_later_ones_look_again(
+    stripe_conn, monkeypatch
+) -> None:
+    lookups: list[str] = []
+    real_client_for = report_run_triggers._client_for
+
+    def counting_client_for(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return real_client_for(conn_id)
+
+    monkeypatch.setattr(report_run_triggers, "_client_for", counting_client_for)
+
+    async def start_many(count: int) -> list[Any]:
+        return await asyncio.gather(*(report_run_triggers.get_shared_client("stripe_default") for _ in range(count)))
+
+    clients = asyncio.run(start_many(50))
+    assert len(lookups) == 1
+    assert all(client is clients[0] for client in clients)
+
+    asyncio.run(start_many(1))
+    assert len(lookups) == 2  # a later start reads the connection again (an edit would be seen)
