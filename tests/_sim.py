@@ -26,5 +26,18 @@ def stripe_conn(sim: StripeSimulator, airflow_conn: Callable[..., str]) -> Strip
     return sim
 
 
-def make_sim(**kwargs: Any) -> StripeSimulator:
-    return StripeSimulator(**kwargs).start()
+@pytest.fixture
+def start_sim(airflow_conn: Callable[..., str]) -> Iterator[Callable[..., StripeSimulator]]:
+    """Factory: a started simulator with these arguments, ``stripe_default`` pointing at it
+    (``extra=`` sets the connection's extras); every simulator is stopped after the test."""
+    started: list[StripeSimulator] = []
+
+    def start(*, extra: dict[str, Any] | None = None, **kwargs: Any) -> StripeSimulator:
+        simulator = StripeSimulator(**kwargs).start()
+        started.append(simulator)
+        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key, extra=extra)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()

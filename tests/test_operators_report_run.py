@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _sim import sim, stripe_conn  # noqa: F401
+from _sim import sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import airflow_major, run_dag
 
 from airflow_provider_reportruns.testing.simulator import DEFAULT_FAILURE_MESSAGE, Fault, StripeSimulator
@@ -56,22 +56,6 @@ def dag_source(dag_id: str, tasks: str, *, schedule: str = "DAILY", retries: int
 
 def creates(simulator: StripeSimulator) -> list[Any]:
     return [r for r in simulator.requests() if r.kind == "create"]
-
-
-@pytest.fixture
-def start_sim(airflow_conn: Callable[..., str]) -> Iterator[Callable[..., StripeSimulator]]:
-    """Factory: a started simulator with these arguments, ``stripe_default`` pointing at it."""
-    started: list[StripeSimulator] = []
-
-    def start(*, extra: dict[str, Any] | None = None, **kwargs: Any) -> StripeSimulator:
-        simulator = StripeSimulator(**kwargs).start()
-        started.append(simulator)
-        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key, extra=extra)
-        return simulator
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 def succeeded_run(simulator: StripeSimulator, report_type: str = "balance.summary.1") -> dict[str, Any]:

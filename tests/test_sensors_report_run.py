@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _sim import sim, stripe_conn  # noqa: F401
+from _sim import sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
@@ -62,22 +62,6 @@ def sensor_dag(write_dag, dag_id: str, run_id: str, mode: str, **kwargs: Any) ->
 def whole_log(result: DagRunResult, task_id: str = "wait") -> str:
     """Every call of the task (reschedule mode runs it once per poke) in one text."""
     return "".join(result.logs(task_id))
-
-
-@pytest.fixture
-def start_sim(airflow_conn: Callable[..., str]) -> Iterator[Callable[..., StripeSimulator]]:
-    """Factory: a started simulator with these arguments, ``stripe_default`` pointing at it."""
-    started: list[StripeSimulator] = []
-
-    def start(**kwargs: Any) -> StripeSimulator:
-        simulator = StripeSimulator(**kwargs).start()
-        started.append(simulator)
-        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
-        return simulator
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 def create_run(simulator: StripeSimulator, report_type: str = "balance.summary.1") -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _sim import sim, stripe_conn  # noqa: F401
+from _sim import sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
@@ -59,22 +59,6 @@ def whole_log(result: DagRunResult) -> str:
 
 def type_checks(simulator: StripeSimulator) -> list[Any]:
     return [r for r in simulator.requests() if r.kind == "report_type"]
-
-
-@pytest.fixture
-def start_sim(airflow_conn: Callable[..., str]) -> Iterator[Callable[..., StripeSimulator]]:
-    """Factory: a started simulator with these arguments, ``stripe_default`` pointing at it."""
-    started: list[StripeSimulator] = []
-
-    def start(**kwargs: Any) -> StripeSimulator:
-        simulator = StripeSimulator(**kwargs).start()
-        started.append(simulator)
-        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
-        return simulator
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 @pytest.fixture

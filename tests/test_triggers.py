@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _sim import sim, stripe_conn  # noqa: F401
+from _sim import sim, start_sim, stripe_conn  # noqa: F401
 
 from airflow_provider_reportruns.testing.simulator import Fault, StripeSimulator
 from airflow_provider_reportruns.triggers import report_run as report_run_triggers
@@ -33,22 +33,6 @@ def fresh_shared_clients() -> Iterator[None]:
     report_run_triggers._clients.clear()
     yield
     report_run_triggers._clients.clear()
-
-
-@pytest.fixture
-def start_sim(airflow_conn: Callable[..., str]) -> Iterator[Callable[..., StripeSimulator]]:
-    """Factory: a started simulator with these arguments, ``stripe_default`` pointing at it."""
-    started: list[StripeSimulator] = []
-
-    def start(*, extra: dict[str, Any] | None = None, **kwargs: Any) -> StripeSimulator:
-        simulator = StripeSimulator(**kwargs).start()
-        started.append(simulator)
-        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key, extra=extra)
-        return simulator
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 def create_runs_at(url: str, api_key: str, count: int) -> list[str]:
