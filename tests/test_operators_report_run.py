@@ -553,13 +553,14 @@ def test_download_from_the_sensor_xcom_needs_no_second_get_of_the_run(write_dag,
     assert [r.kind for r in stripe_conn.requests()] == ["file_contents"]
 
 
+@pytest.mark.parametrize("to", ["local", "object-storage"])
 @pytest.mark.parametrize(
     ("expires_in", "what"),
     [(-60, "expired"), (3600, "unexpectedly-gone")],
     ids=["expired-per-expires_at", "404-before-expires_at"],
 )
 def test_a_stale_file_url_is_refreshed_by_fetching_the_run_again(
-    write_dag, stripe_conn, tmp_path: Path, expires_in: int, what: str
+    write_dag, stripe_conn, tmp_path: Path, expires_in: int, what: str, to: str, request: pytest.FixtureRequest
 ) -> None:
     import time
 
@@ -570,14 +571,17 @@ def test_a_stale_file_url_is_refreshed_by_fetching_the_run_again(
     # A URL that no longer serves anything (404), as an expired Stripe file link does.
     stale["url"] = f"{stripe_conn.url}/v1/files/file_expiredlinkexpiredlink/contents"
     stale["expires_at"] = int(time.time()) + expires_in
-    dag_id = "download_stale_" + what.replace("-", "_")
-    dag_file = download_dag(write_dag, dag_id, stale, f"{tmp_path}/r.csv")
+    dag_id = "download_stale_" + what.replace("-", "_") + "_" + to.replace("-", "_")
+    memory = request.getfixturevalue("memory_filesystem") if to == "object-storage" else None
+    destination = "memory://stale/r.csv" if memory is not None else f"{tmp_path}/r.csv"
+    dag_file = download_dag(write_dag, dag_id, stale, destination)
     stripe_conn.clear_requests()
 
     result = run_dag(dag_file, dag_id, logical_date=DAY)
 
     assert result.state == "success", result.log("download")
-    assert (tmp_path / "r.csv").read_bytes() == stripe_conn.result_content(run["id"])
+    written = memory.cat("/stale/r.csv") if memory is not None else (tmp_path / "r.csv").read_bytes()
+    assert written == stripe_conn.result_content(run["id"])
     kinds = [r.kind for r in stripe_conn.requests()]
     assert "retrieve" in kinds
     assert kinds[-1] == "file_contents" and stripe_conn.requests()[-1].status == 200

@@ -9,9 +9,9 @@ goes through :class:`~airflow_provider_reportruns.client.StripeReportingClient`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from airflow_provider_reportruns._compat import AirflowException, BaseHook
@@ -38,6 +38,8 @@ __all__ = [
     "check_report_run",
     "result_file_metadata",
 ]
+
+T = TypeVar("T")
 
 # The extras a stripe connection may carry. Anything else is a typo that would otherwise be
 # silently ignored (for example "stripe_acount" acting on the platform account instead).
@@ -258,23 +260,31 @@ class StripeReportingHook(BaseHook):
         :param report_run: the ReportRun dict or its id.
         :param destination: local file path; missing directories are created.
         """
-        run = self.succeeded_report_run(report_run)
+
+        def to_path(run: Mapping[str, Any]) -> str:
+            file = result_file(run) or {}
+            return self.client.download_to_path(
+                file["url"],
+                destination,
+                expected_size=file.get("size"),
+                what=f"the result file of report run {run['id']}",
+            )
+
+        return self.with_fresh_result(self.succeeded_report_run(report_run), to_path)
+
+    def with_fresh_result(self, run: Mapping[str, Any], download: Callable[[Mapping[str, Any]], T]) -> T:
+        """Call ``download(run)``; when the file URL answers 404 or 410 (an expired link), fetch the
+        run once more and call it again with the fresh result. Every download path goes through here.
+
+        :param run: a succeeded run (see :meth:`succeeded_report_run`).
+        :param download: streams ``run["result"]`` somewhere; its return value is passed on.
+        """
         try:
-            return self._download_to_path(run, destination)
+            return download(run)
         except StripeReportingError as exc:
-            # A file URL past its expiry answers 404/410: fetch the run once more for a fresh one.
             if exc.http_status not in (404, 410):
                 raise
-            return self._download_to_path(self.succeeded_report_run(str(run["id"])), destination)
-
-    def _download_to_path(self, run: Mapping[str, Any], destination: str | os.PathLike[str]) -> str:
-        file = result_file(run) or {}
-        return self.client.download_to_path(
-            file["url"],
-            destination,
-            expected_size=file.get("size"),
-            what=f"the result file of report run {run['id']}",
-        )
+            return download(self.succeeded_report_run(str(run["id"])))
 
     # -- Airflow UI ------------------------------------------------------------------------------
 

@@ -322,12 +322,14 @@ class StripeDownloadReportRunOperator(BaseOperator):
             # Hand back what was asked for: a file:// URI stays a URI, a path becomes absolute.
             result = destination if destination.startswith("file://") else written
         else:
-            result = self._download_to_object_storage(run, destination)
+            result = self.hook.with_fresh_result(
+                run, lambda fresh: self._download_to_object_storage(fresh, destination)
+            )
         self.log.info("Downloaded the result file of report run %s (%s bytes) to %s.", run_id, size, result)
         self._annotate_outlets(context, {"uri": result, "report_run_id": run_id, "size": size})
         return result
 
-    def _download_to_object_storage(self, run: dict[str, Any], destination: str) -> str:
+    def _download_to_object_storage(self, run: Mapping[str, Any], destination: str) -> str:
         import uuid
 
         from airflow_provider_reportruns._compat import object_storage_path
