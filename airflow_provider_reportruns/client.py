@@ -702,8 +702,7 @@ class StripeReportingClient:
                     self._sleep(self._backoff(attempt))
                     continue
                 if attempt and isinstance(exc, StripeError) and exc.partial_download:
-                    exc.message = f"{exc.message}; gave up after {attempt + 1} attempts"
-                    exc.args = (exc.message,)
+                    _note_attempts(exc, attempt + 1)
                 raise
 
     def download_to_path(
@@ -841,8 +840,7 @@ class StripeReportingClient:
                 if attempt >= self.max_retries:
                     retryable.error.transient = True
                     if attempt:
-                        retryable.error.message = f"{retryable.error.message}; gave up after {attempt + 1} attempts"
-                        retryable.error.args = (retryable.error.message,)
+                        _note_attempts(retryable.error, attempt + 1)
                     raise retryable.error from None
                 attempt += 1
                 self.retry_count += 1
@@ -981,6 +979,12 @@ class StripeReportingClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, mask_key(self._api_key))
+
+
+def _note_attempts(error: StripeError, attempts: int) -> None:
+    """End the message with how many attempts were made before giving up."""
+    error.message = f"{error.message}; gave up after {attempts} attempts"
+    error.args = (error.message,)
 
 
 def _hint(status: int, message: str, source: str) -> str:
