@@ -31,7 +31,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Stripe Reporting",
-                "python-modules": ["airflow_provider_reportruns.operators.report_run"],
+                "python-modules": [
+                    "airflow_provider_reportruns.operators.report_run",
+                    "airflow_provider_reportruns.operators.report_to_storage",
+                ],
             }
         ],
         "sensors": [

@@ -1,13 +1,17 @@
-"""Daily Stripe balance report: wait for Stripe's data → create a report run → wait for it →
-download the CSV into a dated path → log a summary.
+"""Daily Stripe balance report: one task creates (or reuses) the day's report run, waits for
+Stripe's data and for the run, and streams the CSV into a dated path; a second task logs a summary.
 
 Uses ``CronDataIntervalTimetable`` so each DAG run covers the previous UTC day, [00:00, 24:00):
 on Airflow 3, ``schedule="@daily"`` would give a zero-length data interval. Catchup and backfills
 therefore give one Stripe report run per day, and re-running a day reuses its run.
 
+Both waits are deferrable (they need a running triggerer, ``airflow triggerer``): a DAG run at
+midnight waits hours for Stripe to prepare yesterday's data without holding a worker slot.
+``example_stripe_balance_report_steps.py`` does the same in one task per step, without a triggerer.
+
 Environment knobs (so the same file serves the demo, the tests and production):
 ``STRIPE_REPORTS_DIR`` (where CSVs land, default ``/tmp/stripe-reports``),
-``STRIPE_EXAMPLE_POKE_SECONDS`` (sensor poke interval, default 300).
+``STRIPE_EXAMPLE_POKE_SECONDS`` (seconds between checks of the run and of the data, default 300).
 """
 
 from __future__ import annotations
@@ -17,12 +21,7 @@ from datetime import timedelta
 
 import pendulum
 
-from airflow_provider_reportruns.operators.report_run import (
-    StripeCreateReportRunOperator,
-    StripeDownloadReportRunOperator,
-)
-from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
-from airflow_provider_reportruns.sensors.report_type import StripeReportDataAvailableSensor
+from airflow_provider_reportruns.operators.report_to_storage import StripeReportToStorageOperator
 
 try:  # Airflow 3
     from airflow.sdk import DAG, task
@@ -44,29 +43,16 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["stripe", "example"],
 ) as dag:
-    wait_for_data = StripeReportDataAvailableSensor(
-        task_id="wait_for_data",
-        report_type=REPORT_TYPE,
-        mode="reschedule",
-        poke_interval=POKE_SECONDS,
-        timeout=36 * 3600,
-    )
-    create_report_run = StripeCreateReportRunOperator(
-        task_id="create_report_run",
+    store_report = StripeReportToStorageOperator(
+        task_id="store_report",
         report_type=REPORT_TYPE,
         parameters={"currency": "usd"},
-    )
-    wait_for_report_run = StripeReportRunSensor(
-        task_id="wait_for_report_run",
-        report_run_id=create_report_run.output,
-        mode="reschedule",
-        poke_interval=POKE_SECONDS,
-        timeout=6 * 3600,
-    )
-    download_report = StripeDownloadReportRunOperator(
-        task_id="download_report",
-        report_run_id=wait_for_report_run.output,
         destination=REPORTS_DIR + "/" + REPORT_TYPE + "/{{ data_interval_start | ds }}.csv",
+        deferrable=True,
+        poll_interval=POKE_SECONDS,
+        data_poll_interval=POKE_SECONDS,
+        timeout=6 * 3600,
+        data_timeout=36 * 3600,
     )
 
     @task
@@ -83,5 +69,4 @@ with DAG(
             log.info("  %s", ", ".join(f"{k}={v}" for k, v in row.items()))
         return {"rows": len(rows)}
 
-    wait_for_data >> create_report_run
-    summarize_report(download_report.output)
+    summarize_report(store_report.output)

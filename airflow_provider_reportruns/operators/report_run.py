@@ -12,13 +12,51 @@ from airflow_provider_reportruns._compat import AirflowException, BaseOperator, 
 
 if TYPE_CHECKING:
     from airflow_provider_reportruns._compat import Context
-    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+    from airflow_provider_reportruns.client import StripeError
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingError, StripeReportingHook
 
 __all__ = ["StripeCreateReportRunOperator", "StripeDownloadReportRunOperator"]
 
 # For report types without an interval (payout_reconciliation.by_id.*), how far back to look for a
 # run with the same parameters before creating one.
 REUSE_LOOKBACK_SECONDS = 7 * 24 * 3600
+
+
+def data_comes_later(exc: StripeError) -> bool:
+    """Whether a create failed because Stripe has not prepared the interval's data *yet* ("…is only
+    available through <time>"), as opposed to an interval before ``data_available_start``."""
+    return exc.is_data_unavailable and "available through" in (exc.stripe_message or "")
+
+
+def with_data_hint(exc: StripeReportingError) -> StripeReportingError:
+    """Stripe's "data is only available …" refusal, with what to do about it."""
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingError
+
+    if data_comes_later(exc):
+        hint = (
+            "Stripe has not prepared this interval's data yet (it refreshes about twice a day). "
+            "Put a StripeReportDataAvailableSensor (airflow_provider_reportruns.sensors.report_type) "
+            "ahead of this task instead of retrying it."
+        )
+    else:  # before data_available_start: no wait or retry will help
+        hint = (
+            "The interval lies before the first data Stripe has for this report type "
+            "(data_available_start) and will never become available: start the interval, or the "
+            "DAG's start_date, at or after that date."
+        )
+    text = str(exc)
+    suffix = f" (request {exc.request_id})" if exc.request_id else ""
+    if suffix and text.endswith(suffix):
+        text = text[: -len(suffix)]  # keep the request id last, after the hint
+    return StripeReportingError(
+        f"{text} — {hint}{suffix}",
+        http_status=exc.http_status,
+        error_type=exc.error_type,
+        code=exc.code,
+        param=exc.param,
+        stripe_message=exc.stripe_message,
+        request_id=exc.request_id,
+    )
 
 
 def _normalized(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -109,7 +147,7 @@ class StripeCreateReportRunOperator(BaseOperator):
             return run_id
 
         context["ti"].xcom_push(key="report_run_id", value=run_id)
-        return self._wait(run, context)
+        return str(self._wait(run, context)["id"])
 
     def build_parameters(self, context: Context) -> dict[str, Any]:
         """Stripe's ``parameters`` for this DAG run: the given ones plus the resolved interval."""
@@ -172,6 +210,9 @@ class StripeCreateReportRunOperator(BaseOperator):
                 "parameters": params,
                 "failed": sorted(getattr(self, "_failed_run_ids", [])),
                 "ti": [ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1), ti.try_number],
+                # Stripe keeps the "data not available" answer under the key of the create that got
+                # it: the create after waiting for the data needs a key of its own.
+                **({"after_data_wait": True} if getattr(self, "_data_waited", False) else {}),
             }
         )
         return "airflow-reportruns-" + hashlib.sha256(material.encode()).hexdigest()[:40]
@@ -185,36 +226,15 @@ class StripeCreateReportRunOperator(BaseOperator):
             )
         except StripeReportingError as exc:
             if exc.is_data_unavailable:
-                if "available through" in (exc.stripe_message or ""):
-                    hint = (
-                        "Stripe has not prepared this interval's data yet (it refreshes about twice a day). "
-                        "Put a StripeReportDataAvailableSensor (airflow_provider_reportruns.sensors.report_type) "
-                        "ahead of this task instead of retrying it."
-                    )
-                else:  # before data_available_start: no wait or retry will help
-                    hint = (
-                        "The interval lies before the first data Stripe has for this report type "
-                        "(data_available_start) and will never become available: start the interval, or the "
-                        "DAG's start_date, at or after that date."
-                    )
-                text = str(exc)
-                suffix = f" (request {exc.request_id})" if exc.request_id else ""
-                if suffix and text.endswith(suffix):
-                    text = text[: -len(suffix)]  # keep the request id last, after the hint
-                raise StripeReportingError(
-                    f"{text} — {hint}{suffix}",
-                    http_status=exc.http_status,
-                    error_type=exc.error_type,
-                    code=exc.code,
-                    param=exc.param,
-                    stripe_message=exc.stripe_message,
-                    request_id=exc.request_id,
-                ) from None
+                raise with_data_hint(exc) from None
             raise
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    def _wait(self, run: dict[str, Any], context: Context) -> str:
+    def _wait(self, run: dict[str, Any], context: Context) -> dict[str, Any]:
+        """The run once succeeded (raises when it failed or the wait timed out). The status in hand
+        is fresh (the create's answer, or the lookup's), so the first poll comes a poll interval
+        later; deferrable, it resumes in :meth:`execute_complete`."""
         from airflow_provider_reportruns.hooks.stripe import check_report_run
         from airflow_provider_reportruns.sensors.report_run import describe_wait
 
@@ -230,6 +250,7 @@ class StripeCreateReportRunOperator(BaseOperator):
                         stripe_conn_id=self.stripe_conn_id,
                         poll_interval=self.poll_interval,
                         end_time=deadline,
+                        first_poll_at=min(time.time() + self.poll_interval, deadline),
                     ),
                     method_name="execute_complete",
                 )
@@ -242,7 +263,7 @@ class StripeCreateReportRunOperator(BaseOperator):
             time.sleep(min(self.poll_interval, max(deadline - time.time(), 0.0)))
             run = self.hook.get_report_run(run_id)
         self.log.info("Stripe report run %s succeeded.", run_id)
-        return run_id
+        return run
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger with the same status model as the polling path."""
@@ -308,54 +329,60 @@ class StripeDownloadReportRunOperator(BaseOperator):
         # The sensor's XCom already holds the file's url and size: no need to GET the run again.
         has_file = isinstance(given, Mapping) and given.get("url") and given.get("report_type")
         run = self.hook.succeeded_report_run(report_run_from_metadata(given) if has_file else run_id)
-        destination = (
-            str(self.destination)
-            .replace("{report_type}", str(run.get("report_type")))
-            .replace("{report_run_id}", run_id)
-        )
-        size = (run.get("result") or {}).get("size")
-        local = _local_path(destination)
-        if local is not None:
-            import os
+        return download_result(self, self.hook, run, str(self.destination), context)
 
-            written = os.path.abspath(self.hook.download_report_run(run, local))
-            # Hand back what was asked for: a file:// URI stays a URI, a path becomes absolute.
-            result = destination if destination.startswith("file://") else written
-        else:
-            result = self.hook.with_fresh_result(
-                run, lambda fresh: self._download_to_object_storage(fresh, destination)
-            )
-        self.log.info("Downloaded the result file of report run %s (%s bytes) to %s.", run_id, size, result)
-        self._annotate_outlets(context, {"uri": result, "report_run_id": run_id, "size": size})
-        return result
 
-    def _download_to_object_storage(self, run: Mapping[str, Any], destination: str) -> str:
-        import uuid
+def download_result(
+    operator: BaseOperator, hook: StripeReportingHook, run: Mapping[str, Any], destination: str, context: Context
+) -> str:
+    """Stream a succeeded run's result file to ``destination`` (path or URI, with the
+    ``{report_type}``/``{report_run_id}`` tokens) and annotate the operator's outlet events.
+    Shared by the download operator and the one-task ``StripeReportToStorageOperator``."""
+    run_id = str(run["id"])
+    destination = destination.replace("{report_type}", str(run.get("report_type"))).replace("{report_run_id}", run_id)
+    size = (run.get("result") or {}).get("size")
+    local = _local_path(destination)
+    if local is not None:
+        import os
 
-        from airflow_provider_reportruns._compat import object_storage_path
+        written = os.path.abspath(hook.download_report_run(run, local))
+        # Hand back what was asked for: a file:// URI stays a URI, a path becomes absolute.
+        result = destination if destination.startswith("file://") else written
+    else:
+        result = hook.with_fresh_result(run, lambda fresh: _download_to_object_storage(hook, fresh, destination))
+    operator.log.info("Downloaded the result file of report run %s (%s bytes) to %s.", run_id, size, result)
+    _annotate_outlets(operator, context, {"uri": result, "report_run_id": run_id, "size": size})
+    return result
 
-        target = object_storage_path(destination)
-        part = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
-        file = run.get("result") or {}
-        self.hook.client.download_atomically(
-            file["url"],
-            lambda: part.open("wb"),
-            lambda: part.rename(target, overwrite=True),
-            lambda: part.unlink(missing_ok=True),
-            expected_size=file.get("size"),
-            what=f"the result file of report run {run['id']}",
-        )
-        return destination
 
-    def _annotate_outlets(self, context: Context, extra: dict[str, Any]) -> None:
-        outlet_events = context.get("outlet_events")
-        if outlet_events is None:
-            return
-        for outlet in self.outlets or []:
-            try:
-                outlet_events[outlet].extra.update(extra)
-            except Exception:  # an outlet of another kind (or an older Airflow) takes no extra
-                self.log.debug("Could not annotate outlet %r", outlet, exc_info=True)
+def _download_to_object_storage(hook: StripeReportingHook, run: Mapping[str, Any], destination: str) -> str:
+    import uuid
+
+    from airflow_provider_reportruns._compat import object_storage_path
+
+    target = object_storage_path(destination)
+    part = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
+    file = run.get("result") or {}
+    hook.client.download_atomically(
+        file["url"],
+        lambda: part.open("wb"),
+        lambda: part.rename(target, overwrite=True),
+        lambda: part.unlink(missing_ok=True),
+        expected_size=file.get("size"),
+        what=f"the result file of report run {run['id']}",
+    )
+    return destination
+
+
+def _annotate_outlets(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> None:
+    outlet_events = context.get("outlet_events")
+    if outlet_events is None:
+        return
+    for outlet in operator.outlets or []:
+        try:
+            outlet_events[outlet].extra.update(extra)
+        except Exception:  # an outlet of another kind (or an older Airflow) takes no extra
+            operator.log.debug("Could not annotate outlet %r", outlet, exc_info=True)
 
 
 def _local_path(destination: str) -> str | None:

@@ -126,12 +126,14 @@ class StripeReportRunSensor(BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
+        now = time.time()
         self.defer(
             trigger=StripeReportRunTrigger(
                 report_run_id=str(self.report_run_id),
                 stripe_conn_id=self.stripe_conn_id,
                 poll_interval=float(self.poke_interval),
-                end_time=time.time() + float(self.timeout),
+                end_time=now + float(self.timeout),
+                first_poll_at=now + float(self.poke_interval),  # this poke has just asked
             ),
             method_name="execute_complete",
         )

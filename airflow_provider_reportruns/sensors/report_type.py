@@ -131,13 +131,15 @@ class StripeReportDataAvailableSensor(BaseSensorOperator):
 
             interval_end = self._interval(context).end
             assert interval_end is not None  # poke returned done for interval-less types
+            now = time.time()
             self.defer(
                 trigger=StripeReportDataAvailableTrigger(
                     report_type=self.report_type,
                     interval_end=interval_end,
                     stripe_conn_id=self.stripe_conn_id,
                     poll_interval=float(self.poke_interval),
-                    end_time=time.time() + float(self.timeout),
+                    end_time=now + float(self.timeout),
+                    first_poll_at=now + float(self.poke_interval),  # this poke has just asked
                 ),
                 method_name="execute_complete",
             )

@@ -68,13 +68,33 @@ async def get_shared_client(stripe_conn_id: str) -> StripeReportingClient:
 class StripePollingTrigger(BaseTrigger):
     """Shared loop: poll every ``poll_interval`` seconds until :meth:`check` returns an event or the
     deadline passes. Errors that may pass (connection, 429, 5xx) keep the wait going; any other
-    Stripe error ends it with an ``error`` event."""
+    Stripe error ends it with an ``error`` event.
 
-    def __init__(self, *, stripe_conn_id: str, poll_interval: float, end_time: float | None) -> None:
+    ``first_poll_at`` (Unix seconds) holds the first poll back: the task that defers has just
+    seen the status itself, so asking again at once would be a request repeated without need.
+    """
+
+    def __init__(
+        self,
+        *,
+        stripe_conn_id: str,
+        poll_interval: float,
+        end_time: float | None,
+        first_poll_at: float | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ has no annotations
         self.stripe_conn_id = stripe_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = float(end_time) if end_time is not None else None
+        self.first_poll_at = float(first_poll_at) if first_poll_at is not None else None
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        return {
+            "stripe_conn_id": self.stripe_conn_id,
+            "poll_interval": self.poll_interval,
+            "end_time": self.end_time,
+            "first_poll_at": self.first_poll_at,
+        }
 
     async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:
         """One poll: an event payload when the wait is over, else ``None``; plus the status seen."""
@@ -91,6 +111,12 @@ class StripePollingTrigger(BaseTrigger):
         except StripeError as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
             return
+        if self.first_poll_at is not None:
+            hold = self.first_poll_at - time.time()
+            if self.end_time is not None:
+                hold = min(hold, self.end_time - time.time())
+            if hold > 0:  # after a triggerer restart the moment has usually passed: poll at once
+                await asyncio.sleep(hold)
         while True:
             try:
                 payload, last_status = await self.check(client)
@@ -125,6 +151,7 @@ class StripeReportRunTrigger(StripePollingTrigger):
     :param stripe_conn_id: the Airflow connection; the key itself is never serialized.
     :param poll_interval: seconds between polls.
     :param end_time: give up at this Unix time (seconds, float), or never when ``None``.
+    :param first_poll_at: Unix time of the first poll (``None``: at once).
     """
 
     def __init__(
@@ -133,19 +160,17 @@ class StripeReportRunTrigger(StripePollingTrigger):
         stripe_conn_id: str = "stripe_default",
         poll_interval: float = 30.0,
         end_time: float | None = None,
+        first_poll_at: float | None = None,
     ) -> None:
-        super().__init__(stripe_conn_id=stripe_conn_id, poll_interval=poll_interval, end_time=end_time)
+        super().__init__(
+            stripe_conn_id=stripe_conn_id, poll_interval=poll_interval, end_time=end_time, first_poll_at=first_poll_at
+        )
         self.report_run_id = report_run_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "report_run_id": self.report_run_id,
-                "stripe_conn_id": self.stripe_conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-            },
+            {"report_run_id": self.report_run_id, **self._common_kwargs()},
         )
 
     async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:

@@ -23,6 +23,7 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
     :param stripe_conn_id: the Airflow connection; the key itself is never serialized.
     :param poll_interval: seconds between polls (Stripe refreshes data about twice a day).
     :param end_time: give up at this Unix time (seconds), or never when ``None``.
+    :param first_poll_at: Unix time of the first poll (``None``: at once).
     """
 
     def __init__(
@@ -32,21 +33,18 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
         stripe_conn_id: str = "stripe_default",
         poll_interval: float = 600.0,
         end_time: float | None = None,
+        first_poll_at: float | None = None,
     ) -> None:
-        super().__init__(stripe_conn_id=stripe_conn_id, poll_interval=poll_interval, end_time=end_time)
+        super().__init__(
+            stripe_conn_id=stripe_conn_id, poll_interval=poll_interval, end_time=end_time, first_poll_at=first_poll_at
+        )
         self.report_type = report_type
         self.interval_end = int(interval_end)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "report_type": self.report_type,
-                "interval_end": self.interval_end,
-                "stripe_conn_id": self.stripe_conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-            },
+            {"report_type": self.report_type, "interval_end": self.interval_end, **self._common_kwargs()},
         )
 
     async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:
