@@ -19,6 +19,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_DAG = REPO / "example_dags" / "example_stripe_balance_report.py"
 EXAMPLE_DAG_ID = "example_stripe_balance_report"
+STEPS_DAG = REPO / "example_dags" / "example_stripe_balance_report_steps.py"
+STEPS_DAG_ID = "example_stripe_balance_report_steps"
 SDK_DAG = Path(__file__).resolve().parent / "dags" / "sdk_balance_report.py"
 SDK_DAG_ID = "bench_sdk_balance_report"
 HOOK_DAG = Path(__file__).resolve().parent / "dags" / "hook_balance_report.py"

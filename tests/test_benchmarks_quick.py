@@ -25,6 +25,7 @@ EXPECTED_ROWS = {
     "1c": True,
     "2a": True,
     "2b": False,
+    "2c": True,
     "3a": True,
     "3b": True,
     "4a": True,
