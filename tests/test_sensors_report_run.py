@@ -4,6 +4,7 @@ poke, reschedule and deferrable modes share one status model."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import textwrap
 import threading
@@ -262,3 +263,26 @@ def test_the_run_id_comes_from_the_create_task_as_xcomarg_or_template(write_dag,
     assert result.xcom("create_report_run") == run["id"]
     assert result.xcom("wait")["report_run_id"] == run["id"]
     assert result.rendered("wait")["report_run_id"] == run["id"]
+
+
+def test_a_deferring_sensor_leaves_a_poke_interval_between_its_poke_and_the_triggers_first_poll(
+    write_dag, start_sim, after_first_poll
+) -> None:
+    # The poke has just seen the run pending: the trigger asking again within milliseconds would be
+    # a request repeated without need. Finished 1.5 s after the poke: polls at ~0 s, ~1 s, ~2 s.
+    simulator = start_sim(run_delay=3600.0)
+    run_id = create_run(simulator)
+    after_first_poll(simulator, run_id, 1.5, lambda: simulator.finish_report_run(run_id))
+
+    result = run_dag(
+        sensor_dag(write_dag, "first_poll_at", run_id, "deferrable", poke_interval=1.0),
+        "first_poll_at",
+        logical_date=DAY,
+    )
+
+    assert result.state == "success"
+    assert TRIGGER_RAN in whole_log(result)
+    polls = [r for r in simulator.requests() if r.kind == "retrieve" and r.run_id == run_id]
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(polls)]
+    assert len(polls) == 3, gaps
+    assert all(gap >= 0.9 for gap in gaps), gaps

@@ -4,6 +4,7 @@ the tests move while the sensor waits (as Stripe's twice-daily refresh does)."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import textwrap
 import threading
 import time
@@ -188,3 +189,25 @@ def test_a_report_type_without_an_interval_has_nothing_to_wait_for(write_dag, st
     assert result.state == "success"
     assert "reports on one payout; there is no interval to wait for" in whole_log(result)
     assert stripe_conn.requests() == []
+
+
+def test_a_deferring_sensor_leaves_a_poke_interval_between_its_check_and_the_triggers_first_check(
+    write_dag, start_sim, after_first_check
+) -> None:
+    # The poke has just read the report type: the trigger reading it again within milliseconds
+    # would be a request repeated without need. Data moves 1.5 s after the poke: checks at ~0, ~1, ~2 s.
+    simulator = start_sim(data_available_end=MAR_2 - 6 * HOUR)
+    after_first_check(simulator, 1.5, lambda: simulator.set_data_available_end(MAR_2))
+
+    result = run_dag(
+        sensor_dag(write_dag, "data_first_poll_at", "deferrable", poke_interval=1.0),
+        "data_first_poll_at",
+        logical_date=DAY,
+    )
+
+    assert result.state == "success"
+    assert TRIGGER_RAN in whole_log(result)
+    checks = type_checks(simulator)
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(checks)]
+    assert len(checks) == 3, gaps
+    assert all(gap >= 0.9 for gap in gaps), gaps

@@ -376,3 +376,83 @@ def test_triggers_starting_together_share_one_connection_lookup_and_later_ones_l
 
     asyncio.run(start_many(1))
     assert len(lookups) == 2  # a later start reads the connection again (an edit would be seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# first_poll_at: the task that defers has just seen the status, so the first poll waits
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda at: StripeReportRunTrigger("frr_any", poll_interval=0.1, end_time=time.time() + 60, first_poll_at=at),
+        lambda at: StripeReportDataAvailableTrigger("balance.summary.1", MAR_2, poll_interval=0.1, first_poll_at=at),
+    ],
+    ids=["report-run", "data-available"],
+)
+def test_serialize_carries_first_poll_at_through_the_round_trip(make) -> None:
+    at = time.time() + 12.5
+    trigger = make(at)
+
+    classpath, kwargs = trigger.serialize()
+
+    assert kwargs["first_poll_at"] == at
+    assert _primitives_only(kwargs)
+    recreated = import_class(classpath)(**json.loads(json.dumps(kwargs)))  # as stored in the DB
+    assert recreated.first_poll_at == at
+    assert recreated.serialize() == (classpath, kwargs)
+    assert make(None).serialize()[1]["first_poll_at"] is None  # None stays None: poll at once
+
+
+def first_requests(simulator: StripeSimulator, make: Callable[[float | None], Any], first_poll_at: float | None):
+    """Run the trigger made by ``make(first_poll_at)``; (its events, its requests, when it started)."""
+    started = time.time()
+    events = events_of(make(first_poll_at))
+    return events, [r for r in simulator.requests() if r.kind in ("retrieve", "report_type")], started
+
+
+def _run_trigger(run_id: str) -> Callable[[float | None], Any]:
+    return lambda at: StripeReportRunTrigger(run_id, poll_interval=0.1, end_time=time.time() + 30, first_poll_at=at)
+
+
+def _data_trigger(_: str) -> Callable[[float | None], Any]:
+    return lambda at: StripeReportDataAvailableTrigger("balance.summary.1", MAR_2, poll_interval=0.1, first_poll_at=at)
+
+
+@pytest.mark.parametrize("make", [_run_trigger, _data_trigger], ids=["report-run", "data-available"])
+def test_a_first_poll_at_one_second_ahead_holds_the_first_request_back_that_long(stripe_conn, make) -> None:
+    [run_id] = create_runs(stripe_conn)  # succeeded already: the first poll ends the wait
+    at = time.time() + 1.0
+
+    events, polls, started = first_requests(stripe_conn, make(run_id), at)
+
+    assert [e["status"] for e in events] in (["succeeded"], ["available"])
+    [poll] = polls
+    assert poll.timestamp >= at - 0.02
+    assert poll.timestamp - started >= 0.95
+
+
+@pytest.mark.parametrize("make", [_run_trigger, _data_trigger], ids=["report-run", "data-available"])
+def test_a_first_poll_at_already_past_polls_at_once(stripe_conn, make) -> None:
+    # After a triggerer restart the moment has passed: no reason to wait any longer.
+    [run_id] = create_runs(stripe_conn)
+
+    events, polls, started = first_requests(stripe_conn, make(run_id), time.time() - 30)
+
+    assert [e["status"] for e in events] in (["succeeded"], ["available"])
+    [poll] = polls
+    assert poll.timestamp - started < 0.5
+
+
+def test_a_first_poll_at_beyond_end_time_still_ends_the_wait_at_end_time(start_sim) -> None:
+    simulator = start_sim(run_delay=3600.0)
+    [run_id] = create_runs(simulator)
+    started = time.time()
+    trigger = StripeReportRunTrigger(run_id, poll_interval=0.1, end_time=started + 0.5, first_poll_at=started + 60)
+
+    [event] = events_of(trigger, timeout=10)
+
+    assert time.time() - started < 2
+    assert event["status"] == "timeout"
+    assert event["last_status"] == "pending"  # it did look once before giving up
+    assert len(retrieves(simulator, run_id)) == 1
