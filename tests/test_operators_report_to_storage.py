@@ -333,7 +333,7 @@ def test_a_run_another_dag_run_created_during_the_data_wait_is_reused_not_duplic
     assert (tmp_path / "r.csv").read_bytes() == simulator.result_content(run["id"])
 
 
-def test_without_wait_for_data_a_refused_interval_fails_and_names_the_data_sensor(
+def test_without_wait_for_data_a_refused_interval_fails_and_names_wait_for_data(
     write_dag, start_sim, tmp_path: Path
 ) -> None:
     simulator = start_sim(data_available_end=MAR_2 - 6 * HOUR)
@@ -345,7 +345,7 @@ def test_without_wait_for_data_a_refused_interval_fails_and_names_the_data_senso
     log = whole_log(result)
     assert "is only available through 2024-03-01 18:00:00 UTC" in log
     assert "Stripe has not prepared this interval's data yet" in log
-    assert "StripeReportDataAvailableSensor" in log
+    assert "Set wait_for_data=True to wait for it in this task." in log
     assert kinds(simulator) == ["list", "create"]
     assert simulator.report_runs() == []
     assert not (tmp_path / "r.csv").exists()
@@ -375,21 +375,7 @@ def test_an_interval_before_data_available_start_fails_at_once_even_with_wait_fo
     assert simulator.report_runs() == []
 
 
-@pytest.mark.parametrize(
-    "deferrable",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="execute_after_data puts the trigger's last_status ('available through <unix seconds>') "
-                "where the polling path puts an ISO time",
-            ),
-        ),
-    ],
-    ids=MODE_IDS,
-)
+@pytest.mark.parametrize("deferrable", MODES, ids=MODE_IDS)
 def test_data_that_does_not_arrive_within_data_timeout_fails_with_what_was_last_seen(
     write_dag, start_sim, tmp_path: Path, deferrable: bool
 ) -> None:

@@ -33,14 +33,15 @@ def data_comes_later(exc: StripeError) -> bool:
     return exc.is_data_unavailable and "available through" in (exc.stripe_message or "")
 
 
-def with_data_hint(exc: StripeReportingError) -> StripeReportingError:
-    """Stripe's "data is only available …" refusal, with what to do about it."""
+def with_data_hint(exc: StripeReportingError, later: str | None = None) -> StripeReportingError:
+    """Stripe's "data is only available …" refusal, with what to do about it (``later``: the advice
+    when the data will come, if not the data sensor)."""
     from airflow_provider_reportruns.hooks.stripe import StripeReportingError
 
     if data_comes_later(exc):
-        hint = (
-            "Stripe has not prepared this interval's data yet (it refreshes about twice a day). "
-            "Put a StripeReportDataAvailableSensor (airflow_provider_reportruns.sensors.report_type) "
+        hint = "Stripe has not prepared this interval's data yet (it refreshes about twice a day). " + (
+            later
+            or "Put a StripeReportDataAvailableSensor (airflow_provider_reportruns.sensors.report_type) "
             "ahead of this task instead of retrying it."
         )
     else:  # before data_available_start: no wait or retry will help

@@ -137,7 +137,7 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
             if not exc.is_data_unavailable:
                 raise
             if not (self.wait_for_data and data_comes_later(exc) and "interval_end" in params):
-                raise with_data_hint(exc) from None
+                raise with_data_hint(exc, later="Set wait_for_data=True to wait for it in this task.") from None
             self.log.info("%s", exc.stripe_message)
         self._wait_for_data(params, context)
         return self._create_after_data_wait(params, context)
@@ -212,7 +212,10 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         status = (event or {}).get("status")
         params = self.build_parameters(context)
         if status == "timeout":
-            seen = str((event or {}).get("last_status") or "no answer")
+            from airflow_provider_reportruns.intervals import _iso
+
+            last = (event or {}).get("data_available_end")
+            seen = _iso(last) if isinstance(last, int) else "no answer"
             raise AirflowException(self._data_timeout_message(int(params["interval_end"]), seen))
         if status != "available":
             raise StripeReportingError(str((event or {}).get("message") or f"Unexpected trigger event {event!r}"))

@@ -40,6 +40,7 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
         )
         self.report_type = report_type
         self.interval_end = int(interval_end)
+        self._last_available_end: int | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -50,6 +51,8 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
     async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:
         report_type = await client.arequest("get_report_type", self.report_type)
         available_end = report_type.get("data_available_end")
+        if isinstance(available_end, int):
+            self._last_available_end = available_end
         if isinstance(available_end, int) and available_end >= self.interval_end:
             return {"status": "available", "report_type": report_type}, f"available through {available_end}"
         return None, f"available through {available_end}"
@@ -58,6 +61,7 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
         return {
             "status": "timeout",
             "last_status": last_status,
+            "data_available_end": self._last_available_end,
             "message": (
                 f"Stripe's data for {self.report_type} did not reach interval_end {self.interval_end} in time "
                 f"({last_status or 'no answer'}) after waiting {waited:.0f} s."
