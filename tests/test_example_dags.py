@@ -1,11 +1,14 @@
-"""The example DAGs import cleanly on the installed Airflow and the daily one runs end to end
-against the simulator."""
+"""The example DAGs import cleanly on the installed Airflow; the daily balance report runs end to end
+against the simulator, as one deferrable task (the flagship) and step by step."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +18,14 @@ from airflow_harness import airflow_major, run_dag
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
 
 AIRFLOW_3 = airflow_major() >= 3
-DAY = dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc)
+DAY = dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc)  # logical date; the run covers 2024-03-01
+MAR_1 = int(dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc).timestamp())
+MAR_2 = int(DAY.timestamp())
+FLAGSHIP = "example_stripe_balance_report"
+STEPS = "example_stripe_balance_report_steps"
 EXAMPLES = {
-    "example_stripe_balance_report": "example_stripe_balance_report.py",
+    FLAGSHIP: "example_stripe_balance_report.py",
+    STEPS: "example_stripe_balance_report_steps.py",
     "example_stripe_reports_deferrable": "example_stripe_reports_deferrable.py",
 }
 
@@ -39,14 +47,23 @@ def test_the_example_dags_folder_imports_without_errors(example_dags_dir: Path, 
         assert Path(dag.fileloc).name == filename
         # A one-day data interval per run on both versions (not Airflow 3's zero-length "@daily").
         assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    balance = bag.get_dag("example_stripe_balance_report")
-    assert [t.task_id for t in balance.topological_sort()] == [
+
+    flagship = bag.get_dag(FLAGSHIP)
+    assert [t.task_id for t in flagship.topological_sort()] == ["store_report", "summarize_report"]
+    store = flagship.get_task("store_report")
+    assert type(store).__name__ == "StripeReportToStorageOperator"
+    assert store.deferrable is True and store.wait_for_data is True
+
+    steps = bag.get_dag(STEPS)
+    assert [t.task_id for t in steps.topological_sort()] == [
         "wait_for_data",
         "create_report_run",
         "wait_for_report_run",
         "download_report",
         "summarize_report",
     ]
+    # The steps version needs no triggerer: its sensors reschedule.
+    assert {steps.get_task(t).mode for t in ("wait_for_data", "wait_for_report_run")} == {"reschedule"}
 
 
 @pytest.fixture
@@ -57,33 +74,124 @@ def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return reports
 
 
-def test_the_daily_balance_report_example_runs_end_to_end(
+def _creates(simulator: StripeSimulator) -> list:
+    return [r for r in simulator.requests() if r.kind == "create"]
+
+
+def _assert_daily_report(result, simulator: StripeSimulator, reports: Path, path_task: str) -> dict:
+    """One report run for 2024-03-01, its file at the dated path, the summary of that file."""
+    assert result.state == "success", result.log_text[-3000:]
+    [run] = simulator.report_runs()
+    assert run["report_type"] == "balance.summary.1"
+    assert run["parameters"] == {"currency": "usd", "interval_start": MAR_1, "interval_end": MAR_2}
+    content = simulator.result_content(run["id"])
+    report = reports / "balance.summary.1" / "2024-03-01.csv"
+    assert result.xcom(path_task) == str(report)
+    assert report.read_bytes() == content
+    assert [p.name for p in report.parent.iterdir()] == [report.name]  # no temporary part left behind
+    rows = len(list(csv.DictReader(io.StringIO(content.decode()))))
+    assert rows > 0
+    assert result.xcom("summarize_report") == {"rows": rows}
+    assert f"Report {report}: {rows} rows." in result.log("summarize_report")
+    return run
+
+
+def test_the_daily_balance_report_example_stores_the_file_in_one_deferrable_task(
     example_dags_dir: Path, airflow_conn, example_env: Path
 ) -> None:
     with StripeSimulator(run_delay=1.5) as simulator:
         airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
 
-        result = run_dag(
-            example_dags_dir / EXAMPLES["example_stripe_balance_report"],
-            "example_stripe_balance_report",
-            logical_date=DAY,
-        )
+        result = run_dag(example_dags_dir / EXAMPLES[FLAGSHIP], FLAGSHIP, logical_date=DAY)
 
-        assert result.state == "success"
-        [run] = simulator.report_runs()
-        content = simulator.result_content(run["id"])
-    assert run["report_type"] == "balance.summary.1"
-    assert run["parameters"] == {
-        "currency": "usd",
-        "interval_start": int(dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc).timestamp()),
-        "interval_end": int(DAY.timestamp()),
-    }
-    report = example_env / "balance.summary.1" / "2024-03-01.csv"
-    assert result.xcom("download_report") == str(report)
-    assert report.read_bytes() == content
-    rows = len(list(csv.DictReader(io.StringIO(content.decode()))))
-    assert rows > 0
-    assert result.xcom("summarize_report") == {"rows": rows}
-    assert f"Report {report}: {rows} rows." in result.log("summarize_report")
+        run = _assert_daily_report(result, simulator, example_env, "store_report")
+        kinds = [r.kind for r in simulator.requests()]
+    assert set(result.task_states.values()) == {"success"}
+    assert sorted(t for t, _ in result.task_states) == ["store_report", "summarize_report"]
+    assert result.xcom("store_report", key="report_run_id") == run["id"]
+    # The run took 1.5 s: the task deferred and dag.test() ran the trigger in line.
+    assert "[DAG TEST] running trigger in line" in "".join(result.logs("store_report"))
+    # The data was there: the create was tried first and no report type was read.
+    assert kinds.count("create") == 1
+    assert "report_type" not in kinds
+
+
+@contextlib.contextmanager
+def _data_arrives_once_asked(simulator: StripeSimulator, end: int) -> Iterator[None]:
+    """Move the end of available data to ``end`` once the report type has been read: the waiter
+    saw the data missing at least once, and its next check finds it."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            if any(r.kind == "report_type" for r in simulator.requests(settle=0)):
+                simulator.set_data_available_end(end)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def test_the_daily_balance_report_example_waits_for_stripes_data_then_creates_one_run(
+    example_dags_dir: Path, airflow_conn, example_env: Path
+) -> None:
+    # Stripe has prepared data through the start of the day only: the create is refused first.
+    with StripeSimulator(data_available_end=MAR_1) as simulator, _data_arrives_once_asked(simulator, MAR_2):
+        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
+
+        result = run_dag(example_dags_dir / EXAMPLES[FLAGSHIP], FLAGSHIP, logical_date=DAY)
+
+        _assert_daily_report(result, simulator, example_env, "store_report")
+        creates = _creates(simulator)
+    log = "".join(result.logs("store_report"))
+    assert "is only available through 2024-03-01 00:00:00 UTC" in log
+    assert "[DAG TEST] running trigger in line" in log
+    # The refused create and the one after the wait: different keys, so Stripe does not replay
+    # the refusal it stored under the first.
+    assert [r.status for r in creates] == [400, 200]
+    assert len({r.headers.get("Idempotency-Key") for r in creates}) == 2
+
+
+def test_a_week_of_the_daily_balance_report_example_makes_seven_runs_and_a_rerun_makes_none(
+    stripe_conn, example_env: Path, example_dags_dir: Path
+) -> None:
+    dag_file = example_dags_dir / EXAMPLES[FLAGSHIP]
+    ends = [DAY + dt.timedelta(days=i) for i in range(7)]
+
+    results = [run_dag(dag_file, FLAGSHIP, logical_date=end) for end in ends]
+
+    assert [r.state for r in results] == ["success"] * 7
+    runs = {run["id"]: run for run in stripe_conn.report_runs()}
+    assert len(runs) == 7
+    for result, end in zip(results, ends, strict=True):
+        run = runs[result.xcom("store_report", key="report_run_id")]
+        assert run["parameters"]["interval_end"] == int(end.timestamp())
+        day = (end - dt.timedelta(days=1)).date().isoformat()
+        assert result.xcom("store_report") == str(example_env / "balance.summary.1" / f"{day}.csv")
+        assert Path(result.xcom("store_report")).read_bytes() == stripe_conn.result_content(run["id"])
+
+    rerun = run_dag(dag_file, FLAGSHIP, logical_date=ends[3])
+
+    assert rerun.state == "success"
+    assert rerun.xcom("store_report", key="report_run_id") == results[3].xcom("store_report", key="report_run_id")
+    assert len(stripe_conn.report_runs()) == 7
+    assert len(_creates(stripe_conn)) == 7
+
+
+def test_the_daily_balance_report_steps_example_runs_end_to_end(
+    example_dags_dir: Path, airflow_conn, example_env: Path
+) -> None:
+    with StripeSimulator(run_delay=1.5) as simulator:
+        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
+
+        result = run_dag(example_dags_dir / EXAMPLES[STEPS], STEPS, logical_date=DAY)
+
+        run = _assert_daily_report(result, simulator, example_env, "download_report")
+    assert result.xcom("create_report_run") == run["id"]
     # The run took 1.5 s: the reschedule sensor saw it pending at least once.
     assert "is pending" in "".join(result.logs("wait_for_report_run"))

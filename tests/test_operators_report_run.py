@@ -450,8 +450,9 @@ def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_seven_day_backfill_makes_seven_runs_with_half_open_daily_intervals_and_a_rerun_makes_none(
     stripe_conn, example_env: Path, example_dags_dir: Path
 ) -> None:
-    dag_file = example_dags_dir / "example_stripe_balance_report.py"
-    dag_id = "example_stripe_balance_report"
+    # The step-by-step example: the create operator on its own, then the sensor and the download.
+    dag_file = example_dags_dir / "example_stripe_balance_report_steps.py"
+    dag_id = "example_stripe_balance_report_steps"
     ends = [DAY + dt.timedelta(days=i) for i in range(7)]
 
     results = [run_dag(dag_file, dag_id, logical_date=end) for end in ends]

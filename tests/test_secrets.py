@@ -1,9 +1,11 @@
 """The secret key never leaks: not into task logs, XComs, rendered fields, trigger kwargs or events,
 not to a foreign host, not over plain http, and TLS verification cannot be switched off.
 
-The balance example DAG runs three ways against the simulator (success, a failed report run, a
-rejected key), and the deferrable example once, with a recognisable canary key; everything Airflow
-kept of those runs (logs, XComs, rendered fields, the metadata DB files) is searched for it.
+Both balance example DAGs run three ways against the simulator (success, a failed report run, a
+rejected key): the one-task one (deferrable, waiting for Stripe's data and for the run in inline
+triggers) and the step-by-step one; the deferrable mapped example runs once. All with a
+recognisable canary key; everything Airflow kept of those runs (logs, XComs, rendered fields, the
+metadata DB files, where trigger kwargs and events are kept too) is searched for it.
 The harness captures logs unmasked, so this is stricter than production, where Airflow's secret
 masker would also hide a registered password.
 """
@@ -30,6 +32,7 @@ from airflow_provider_reportruns.testing.simulator import StripeSimulator
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example_dags" / "example_stripe_balance_report.py"
+STEPS_EXAMPLE = REPO / "example_dags" / "example_stripe_balance_report_steps.py"
 DEFERRABLE_EXAMPLE = REPO / "example_dags" / "example_stripe_reports_deferrable.py"
 CANARY = "sk_test_SECRETcanary7Q2wE9rT4yU1iO8pA5sD3fG6"
 # What a leak would contain even if cut or partly masked: the middle of the key.
@@ -37,6 +40,7 @@ CANARY_CORE = "SECRETcanary7Q2wE9rT4y"
 LEAKED = "sk_test_LEAKEDonPurpose5Hj8Kl2Zx"
 LEAKED_CORE = "LEAKEDonPurpose5Hj8"
 DAY = dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc)  # the run covers 2024-03-01
+MAR_1 = int((DAY - dt.timedelta(days=1)).timestamp())
 SHORT_RETRY = ('"retry_delay": timedelta(minutes=5)', '"retry_delay": timedelta(seconds=0)')
 
 
@@ -103,19 +107,51 @@ def test_the_leak_search_finds_a_key_that_was_logged_and_pushed(write_dag) -> No
     assert _leaks_in_db(LEAKED_CORE) != []
 
 
-@pytest.fixture
-def example_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The example DAG, with its 5-minute retry delay made 0 so failing runs end in seconds
+def _with_short_retry(example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of an example DAG with its 5-minute retry delay made 0 so failing runs end in seconds
     (``dag.test()`` waits out a retry delay); nothing else changed."""
     monkeypatch.setenv("STRIPE_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("STRIPE_EXAMPLE_POKE_SECONDS", "1")
-    source = EXAMPLE.read_text()
-    assert SHORT_RETRY[0] in source, "the example DAG's retry_delay changed: update SHORT_RETRY"
+    source = example.read_text()
+    assert SHORT_RETRY[0] in source, f"{example.name}'s retry_delay changed: update SHORT_RETRY"
     dags = tmp_path / "dags"
-    dags.mkdir()
-    copy = dags / EXAMPLE.name
+    dags.mkdir(exist_ok=True)
+    copy = dags / example.name
     copy.write_text(source.replace(*SHORT_RETRY))
     return copy
+
+
+@pytest.fixture
+def example_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The one-task balance example (``example_stripe_balance_report``), retrying at once."""
+    return _with_short_retry(EXAMPLE, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def steps_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The step-by-step balance example (``example_stripe_balance_report_steps``), retrying at once."""
+    return _with_short_retry(STEPS_EXAMPLE, tmp_path, monkeypatch)
+
+
+@contextlib.contextmanager
+def _data_arrives_once_asked(sim: StripeSimulator, end: int) -> Iterator[None]:
+    """Move the end of available data to ``end`` once the report type was read: the data wait
+    really goes through its trigger before the run is created."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            if any(r.kind == "report_type" for r in sim.requests(settle=0)):
+                sim.set_data_available_end(end)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 @contextlib.contextmanager
@@ -150,10 +186,60 @@ def canary_conn(airflow_conn) -> Iterator[Any]:
     yield define
 
 
-def test_successful_run_keeps_no_key(example_dag: Path, canary_conn, tmp_path: Path) -> None:
-    with StripeSimulator(api_key=CANARY, seed=21) as sim:
+def test_one_task_example_keeps_no_key_through_both_waits(example_dag: Path, canary_conn) -> None:
+    # Stripe refuses the interval first: the task waits for the data in one trigger, creates the
+    # run, and waits for the run (1.5 s) in another, all inline in dag.test().
+    with (
+        StripeSimulator(api_key=CANARY, seed=31, data_available_end=MAR_1, run_delay=1.5) as sim,
+        _data_arrives_once_asked(sim, int(DAY.timestamp())),
+    ):
         canary_conn(sim)
         result = run_dag(example_dag, "example_stripe_balance_report", logical_date=DAY)
+        requests = sim.requests()
+
+    assert result.state == "success", result.log_text[-3000:]
+    assert Path(result.xcom("store_report")).is_file()
+    assert result.xcom("store_report", key="report_run_id").startswith("frr_")
+    log = "".join(result.logs("store_report"))
+    assert "is only available through" in log
+    assert log.count("[DAG TEST] running trigger in line") >= 2  # the data wait and the run wait
+    assert {"report_type", "create", "retrieve", "file_contents"} <= {r.kind for r in requests}
+    assert all(r.authorization_present for r in requests)  # the key was used on every call ...
+    _assert_no_leak(result)  # ... and kept nowhere
+
+
+def test_one_task_example_failed_report_run_keeps_no_key(example_dag: Path, canary_conn) -> None:
+    with StripeSimulator(api_key=CANARY, seed=32, fail_report_types=["balance.summary.1"]) as sim:
+        canary_conn(sim)
+        result = run_dag(example_dag, "example_stripe_balance_report", logical_date=DAY)
+        runs = sim.report_runs()
+
+    assert result.task_state("store_report") == "failed"
+    assert result.task_state("summarize_report") == "upstream_failed"
+    # Unlike the run sensor, the task retries: each try creates a new run (a failed one is never
+    # reused), which Stripe may well finish.
+    assert len(result.logs("store_report")) == len(runs) == 3
+    assert {run["status"] for run in runs} == {"failed"}
+    assert "(balance.summary.1) failed: An unexpected error occurred" in result.log("store_report")
+    _assert_no_leak(result)
+
+
+def test_one_task_example_rejected_key_keeps_no_key(example_dag: Path, canary_conn) -> None:
+    with StripeSimulator(api_key="sk_test_theOneStripeKnows", seed=33) as sim:
+        canary_conn(sim)
+        result = run_dag(example_dag, "example_stripe_balance_report", logical_date=DAY)
+
+    assert result.task_state("store_report") == "failed"
+    log = result.log("store_report")
+    assert "The Stripe key in connection 'stripe_default' was rejected" in log
+    assert "Invalid API Key provided: sk_test_" in log  # Stripe's masked echo, kept masked
+    _assert_no_leak(result)
+
+
+def test_steps_example_successful_run_keeps_no_key(steps_dag: Path, canary_conn) -> None:
+    with StripeSimulator(api_key=CANARY, seed=21) as sim:
+        canary_conn(sim)
+        result = run_dag(steps_dag, "example_stripe_balance_report_steps", logical_date=DAY)
         requests = sim.requests()
 
     assert result.state == "success", result.log_text[-3000:]
@@ -163,10 +249,10 @@ def test_successful_run_keeps_no_key(example_dag: Path, canary_conn, tmp_path: P
     _assert_no_leak(result)  # ... and kept nowhere
 
 
-def test_failed_report_run_keeps_no_key(example_dag: Path, canary_conn) -> None:
+def test_steps_example_failed_report_run_keeps_no_key(steps_dag: Path, canary_conn) -> None:
     with StripeSimulator(api_key=CANARY, seed=22, fail_report_types=["balance.summary.1"]) as sim:
         canary_conn(sim)
-        result = run_dag(example_dag, "example_stripe_balance_report", logical_date=DAY)
+        result = run_dag(steps_dag, "example_stripe_balance_report_steps", logical_date=DAY)
 
     assert result.task_state("wait_for_report_run") == "failed"
     # A failed run fails the sensor at once: retries could not change Stripe's answer.
@@ -175,10 +261,10 @@ def test_failed_report_run_keeps_no_key(example_dag: Path, canary_conn) -> None:
     _assert_no_leak(result)
 
 
-def test_rejected_key_keeps_no_key(example_dag: Path, canary_conn) -> None:
+def test_steps_example_rejected_key_keeps_no_key(steps_dag: Path, canary_conn) -> None:
     with StripeSimulator(api_key="sk_test_theOneStripeKnows", seed=23) as sim:
         canary_conn(sim)
-        result = run_dag(example_dag, "example_stripe_balance_report", logical_date=DAY)
+        result = run_dag(steps_dag, "example_stripe_balance_report_steps", logical_date=DAY)
 
     assert result.task_state("wait_for_data") == "failed"
     log = result.log("wait_for_data")
@@ -202,15 +288,29 @@ def test_deferrable_example_keeps_no_key(canary_conn, tmp_path: Path, monkeypatc
 # -- triggers -------------------------------------------------------------------------------------
 
 
-def _deferred(sensor: Any, context: dict[str, Any]) -> Any:
+def _deferred(task: Any, context: dict[str, Any]) -> Any:
     from airflow.exceptions import TaskDeferred
 
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute(context)
+        task.execute(context)
     return deferred.value
 
 
-def test_serialized_triggers_and_their_events_hold_no_key(canary_conn) -> None:
+class _TaskInstance:
+    """What the operators read of ``context["ti"]``: its identity and ``xcom_push``."""
+
+    dag_id, run_id, map_index, try_number = "secrets", "manual__2024-03-02", -1, 1
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_serialized_triggers_and_their_events_hold_no_key(canary_conn, tmp_path: Path) -> None:
+    from airflow_provider_reportruns.operators.report_to_storage import StripeReportToStorageOperator
     from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
     from airflow_provider_reportruns.sensors.report_type import StripeReportDataAvailableSensor
     from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
@@ -228,7 +328,20 @@ def test_serialized_triggers_and_their_events_hold_no_key(canary_conn) -> None:
         data_sensor = StripeReportDataAvailableSensor(
             task_id="data", report_type="balance.summary.1", deferrable=True, poke_interval=0.2
         )
-        deferrals = [_deferred(run_sensor, context), _deferred(data_sensor, context)]
+        # The one-task operator's two waits: for the data (Stripe refuses the day: its data ends a
+        # day earlier), and for a run it created (the day before, whose data is there).
+        store = {"report_type": "balance.summary.1", "destination": str(tmp_path / "r.csv"), "deferrable": True}
+        waits_for_data = StripeReportToStorageOperator(task_id="store_data", data_poll_interval=0.2, **store)
+        waits_for_run = StripeReportToStorageOperator(
+            task_id="store_run", poll_interval=0.2, interval_start=end - 2 * 86400, interval_end=end - 86400, **store
+        )
+        tis = [_TaskInstance("store_data"), _TaskInstance("store_run")]
+        deferrals = [
+            _deferred(run_sensor, context),
+            _deferred(data_sensor, context),
+            _deferred(waits_for_data, {**context, "ti": tis[0]}),
+            _deferred(waits_for_run, {**context, "ti": tis[1]}),
+        ]
         triggers = [d.trigger for d in deferrals]
         triggers.append(StripeReportRunTrigger(report_run_id=run["id"], poll_interval=0.2, end_time=None))
         serialized = [t.serialize() for t in triggers]
@@ -237,7 +350,8 @@ def test_serialized_triggers_and_their_events_hold_no_key(canary_conn) -> None:
             async for event in trigger.run():
                 return event.payload
 
-        sim.finish_report_run(run["id"])
+        for pending in sim.report_runs():
+            sim.finish_report_run(pending["id"])
         sim.set_data_available_end(end)
         events = [asyncio.run(asyncio.wait_for(first_event(t), 10)) for t in triggers]
 
@@ -250,10 +364,14 @@ def test_serialized_triggers_and_their_events_hold_no_key(canary_conn) -> None:
             "stripe_conn_id",
             "poll_interval",
             "end_time",
+            "first_poll_at",
         }
         assert all(v is None or isinstance(v, (str, int, float)) for v in kwargs.values()), kwargs
-    assert [e["status"] for e in events] == ["succeeded", "available", "succeeded"]
-    text = json.dumps([serialized, events, [(d.method_name, d.kwargs) for d in deferrals]], default=str)
+    assert [d.method_name for d in deferrals[2:]] == ["execute_after_data", "execute_complete"]
+    assert tis[1].pushed["report_run_id"].startswith("frr_")
+    assert [e["status"] for e in events] == ["succeeded", "available", "available", "succeeded", "succeeded"]
+    kept = [serialized, events, [(d.method_name, d.kwargs) for d in deferrals], [ti.pushed for ti in tis]]
+    text = json.dumps(kept, default=str)
     assert _leaks(text) == 0
 
 
