@@ -2,8 +2,10 @@
 
 Builds the wheel from this checkout, installs it with ``uv`` into a clean venv next to the Airflow
 version this suite runs on (pinned by ``requirements/airflow-<version>.txt``), and asks that
-Airflow's own CLI what it sees: ``airflow providers list``, ``hooks`` and ``triggers``. About 15 s
-with a warm uv cache; the venv is thrown away afterwards.
+Airflow's own CLI what it sees: ``airflow providers list``, ``hooks`` and ``triggers``, and its
+ProvidersManager which operator, sensor and trigger modules the provider info lists (the CLI has no
+command for those); each must import from the wheel. About 15 s with a warm uv cache; the venv is
+thrown away afterwards.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def test_wheel_carries_the_package_its_type_marker_and_entry_points(wheel: Path)
         metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     assert "airflow_provider_reportruns/py.typed" in names
     assert "airflow_provider_reportruns/hooks/connection_form.py" in names
+    assert "airflow_provider_reportruns/operators/report_to_storage.py" in names
     assert not [n for n in names if n.startswith(("tests/", "example_dags/", "docs/"))]
     assert "provider_info = airflow_provider_reportruns:get_provider_info" in entry_points
     assert f"Version: {airflow_provider_reportruns.__version__}\n" in metadata
@@ -155,3 +158,41 @@ def test_airflow_providers_triggers_lists_the_trigger_modules(installed: tuple[P
     )
     out = _run([str(venv / "bin" / "python"), "-c", code], env=env, cwd=venv.parent).stdout.strip()
     assert out == "airflow_provider_reportruns.triggers.report_run.StripeReportRunTrigger"
+
+
+def test_every_module_the_installed_provider_info_lists_imports_from_the_wheel(
+    installed: tuple[Path, dict[str, str]],
+) -> None:
+    """The provider info as that Airflow's ProvidersManager read it from the wheel's entry point,
+    and what each listed module defines: the one-task operator's module ships and is registered."""
+    code = """
+import importlib, inspect, json
+from airflow.providers_manager import ProvidersManager
+data = ProvidersManager().providers["airflow-provider-reportruns"].data
+print(json.dumps({
+    role: {
+        name: sorted(n for n, c in vars(importlib.import_module(name)).items()
+                     if inspect.isclass(c) and c.__module__ == name and n.startswith("Stripe"))
+        for entry in data[role] for name in entry["python-modules"]
+    }
+    for role in ("operators", "sensors", "triggers")
+}))
+"""
+    venv, env = installed
+    out = _run([str(venv / "bin" / "python"), "-c", code], env=env, cwd=venv.parent).stdout
+    listed = json.loads(out.strip().splitlines()[-1])
+    assert listed["operators"] == {
+        "airflow_provider_reportruns.operators.report_run": [
+            "StripeCreateReportRunOperator",
+            "StripeDownloadReportRunOperator",
+        ],
+        "airflow_provider_reportruns.operators.report_to_storage": ["StripeReportToStorageOperator"],
+    }
+    assert listed["sensors"] == {
+        "airflow_provider_reportruns.sensors.report_run": ["StripeReportRunSensor"],
+        "airflow_provider_reportruns.sensors.report_type": ["StripeReportDataAvailableSensor"],
+    }
+    assert listed["triggers"] == {
+        "airflow_provider_reportruns.triggers.report_run": ["StripePollingTrigger", "StripeReportRunTrigger"],
+        "airflow_provider_reportruns.triggers.report_type": ["StripeReportDataAvailableTrigger"],
+    }

@@ -63,3 +63,58 @@ def test_airflow_providers_list_cli_shows_the_provider() -> None:
     assert completed.returncode == 0, completed.stderr
     listed = {p["package_name"]: p for p in json.loads(completed.stdout)}
     assert listed[PACKAGE]["version"] == airflow_provider_reportruns.__version__
+
+
+# What the provider info lists, by role: every module that defines a hook, operator, sensor or
+# trigger class. Airflow lists the trigger modules (`airflow providers triggers`); the operator and
+# sensor lists are what provider documentation and tooling read.
+ROLE_MODULES = {
+    "hooks": ["airflow_provider_reportruns.hooks.stripe"],
+    "operators": [
+        "airflow_provider_reportruns.operators.report_run",
+        "airflow_provider_reportruns.operators.report_to_storage",
+    ],
+    "sensors": [
+        "airflow_provider_reportruns.sensors.report_run",
+        "airflow_provider_reportruns.sensors.report_type",
+    ],
+    "triggers": [
+        "airflow_provider_reportruns.triggers.report_run",
+        "airflow_provider_reportruns.triggers.report_type",
+    ],
+}
+
+
+def _modules_defining(role_package: str) -> list[str]:
+    """Modules of ``airflow_provider_reportruns.<role_package>`` that define a class of that role."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from airflow.triggers.base import BaseTrigger
+
+    from airflow_provider_reportruns._compat import BaseHook, BaseOperator, BaseSensorOperator
+
+    def role(cls: type) -> str | None:
+        for base, name in ((BaseSensorOperator, "sensors"), (BaseOperator, "operators")):
+            if issubclass(cls, base):
+                return name
+        return "hooks" if issubclass(cls, BaseHook) else "triggers" if issubclass(cls, BaseTrigger) else None
+
+    package = importlib.import_module(f"airflow_provider_reportruns.{role_package}")
+    found = []
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(info.name)
+        classes = [c for c in vars(module).values() if inspect.isclass(c) and c.__module__ == module.__name__]
+        if any(role(c) == role_package for c in classes):
+            found.append(module.__name__)
+    return sorted(found)
+
+
+def test_provider_info_lists_every_module_that_defines_a_hook_operator_sensor_or_trigger() -> None:
+    data = _providers_manager().providers[PACKAGE].data
+    listed = {role: sorted(m for entry in data[role] for m in entry["python-modules"]) for role in ROLE_MODULES}
+
+    assert listed == ROLE_MODULES
+    # ... and no module that defines one is missing (a new operator module must be added there).
+    assert {role: _modules_defining(role) for role in ROLE_MODULES} == ROLE_MODULES
