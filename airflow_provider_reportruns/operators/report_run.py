@@ -97,7 +97,7 @@ class StripeCreateReportRunOperator(BaseOperator):
     :param stripe_conn_id: the Airflow connection of the key.
     :param reuse_existing: reuse a pending or succeeded run with identical parameters.
     :param wait_for_completion: also wait for the run to finish (the run id is pushed to XCom
-        under ``report_run_id`` before the task defers or sleeps).
+        under ``report_run_id`` before waiting, so a retry finds it).
     :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
     :param poll_interval: seconds between status checks while waiting.
     :param timeout: give up waiting after this many seconds (default 24 hours).
@@ -160,6 +160,7 @@ class StripeCreateReportRunOperator(BaseOperator):
         if not self.wait_for_completion:
             return run_id
 
+        context["ti"].xcom_push(key="report_run_id", value=run_id)
         return str(self._wait(run, context)["id"])
 
     def build_parameters(self, context: Context) -> dict[str, Any]:
@@ -272,54 +273,39 @@ class StripeCreateReportRunOperator(BaseOperator):
         """The run once succeeded (raises when it failed or the wait timed out); polls after
         :meth:`first_poll_delay`, then every ``poll_interval``. Deferrable, the waiting runs in
         the triggerer and resumes in :meth:`execute_complete`, except for a first poll due within
-        ``INLINE_FIRST_POLL_SECONDS``, which is cheaper to wait for here.
-
-        The run id goes to XCom (``report_run_id``) before the task defers or sleeps a poll
-        interval, and in any case before this returns or raises; a run that is done by a short
-        first poll is pushed once, at the end (each push is a round trip to Airflow's API).
-        """
+        ``INLINE_FIRST_POLL_SECONDS``, which is cheaper to wait for here."""
         from airflow_provider_reportruns.hooks.stripe import check_report_run
         from airflow_provider_reportruns.sensors.report_run import describe_wait
 
         run_id: str = run["id"]
         deadline = time.time() + self.timeout
         delay = self.first_poll_delay()
-        try:
-            while not check_report_run(run):  # raises with Stripe's message when the run failed
-                inline = delay < self.poll_interval and delay <= INLINE_FIRST_POLL_SECONDS
-                if not inline:
-                    self._push_run_id(context, run_id)
-                if self.deferrable and not inline:
-                    from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
+        while not check_report_run(run):  # raises with Stripe's message when the run failed
+            inline = delay < self.poll_interval and delay <= INLINE_FIRST_POLL_SECONDS
+            if self.deferrable and not inline:
+                from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
 
-                    self.defer(
-                        trigger=StripeReportRunTrigger(
-                            report_run_id=run_id,
-                            stripe_conn_id=self.stripe_conn_id,
-                            poll_interval=self.poll_interval,
-                            end_time=deadline,
-                            first_poll_at=min(time.time() + delay, deadline),
-                        ),
-                        method_name="execute_complete",
-                    )
-                if time.time() >= deadline:
-                    raise AirflowException(
-                        f"Stripe report run {run_id} did not finish in time: last status {run.get('status')!r} "
-                        f"after waiting {self.timeout:.0f} s."
-                    )
-                self.log.info("%s; checking again in %.1f s.", describe_wait(run), delay)
-                time.sleep(min(delay, max(deadline - time.time(), 0.0)))
-                run = self.hook.get_report_run(run_id)
-                delay = self.poll_interval
-        finally:
-            self._push_run_id(context, run_id)
+                self.defer(
+                    trigger=StripeReportRunTrigger(
+                        report_run_id=run_id,
+                        stripe_conn_id=self.stripe_conn_id,
+                        poll_interval=self.poll_interval,
+                        end_time=deadline,
+                        first_poll_at=min(time.time() + delay, deadline),
+                    ),
+                    method_name="execute_complete",
+                )
+            if time.time() >= deadline:
+                raise AirflowException(
+                    f"Stripe report run {run_id} did not finish in time: last status {run.get('status')!r} "
+                    f"after waiting {self.timeout:.0f} s."
+                )
+            self.log.info("%s; checking again in %.1f s.", describe_wait(run), delay)
+            time.sleep(min(delay, max(deadline - time.time(), 0.0)))
+            run = self.hook.get_report_run(run_id)
+            delay = self.poll_interval
         self.log.info("Stripe report run %s succeeded.", run_id)
         return run
-
-    def _push_run_id(self, context: Context, run_id: str) -> None:
-        if getattr(self, "_pushed_run_id", None) != run_id:
-            context["ti"].xcom_push(key="report_run_id", value=run_id)
-            self._pushed_run_id = run_id
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger with the same status model as the polling path."""

@@ -40,7 +40,7 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
     **Deferrable.** With ``deferrable=True`` both waits run in the triggerer and the worker slot is
     free; the download runs when the task resumes. Without it, the task sleeps in its worker slot.
 
-    The run id goes to XCom under ``report_run_id`` before the task defers or sleeps; the return value is the
+    The run id goes to XCom under ``report_run_id`` before any wait; the return value is the
     destination (a ``file://`` URI stays a URI, a path becomes absolute). Unless ``outlets`` is
     given, the destination's fixed part is declared as an outlet asset, as the download operator does.
 
@@ -200,6 +200,7 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         )
 
     def _store(self, run: dict[str, Any], context: Context) -> str:
+        context["ti"].xcom_push(key="report_run_id", value=run["id"])
         return download_result(self, self.hook, self._wait(run, context), str(self.destination), context)
 
     # -- resuming after a deferral ---------------------------------------------------------------
