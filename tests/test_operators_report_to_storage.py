@@ -156,6 +156,36 @@ def test_one_task_lists_creates_polls_once_per_interval_and_stores_the_file_with
     assert (TRIGGER_RAN in whole_log(result)) is deferrable
 
 
+def test_after_quick_runs_of_the_report_type_the_first_poll_comes_at_once_in_the_worker_even_deferrable(
+    write_dag, stripe_conn, tmp_path: Path
+) -> None:
+    # stripe_conn's runs finish at once; poll_interval 6 s would cost the backfill 6 s per day if
+    # the first poll waited for it, and a deferral round trip for a poll due now.
+    dag_file = store_dag(
+        write_dag,
+        "store_quick",
+        f"{tmp_path}/{{{{ data_interval_start | ds }}}}.csv",
+        deferrable=True,
+        poll_interval=6,
+    )
+    first = run_dag(dag_file, "store_quick", logical_date=DAY)  # no history yet: defers, polls after 6 s
+    stripe_conn.clear_requests()
+    started = time.monotonic()
+
+    second = run_dag(dag_file, "store_quick", logical_date=DAY + dt.timedelta(days=1))
+
+    assert first.state == second.state == "success", whole_log(second)
+    assert TRIGGER_RAN in whole_log(first)
+    assert TRIGGER_RAN not in whole_log(second)
+    assert time.monotonic() - started < 5.5
+    assert kinds(stripe_conn) == ["list", "create", "retrieve", "file_contents"]
+    [create] = of_kind(stripe_conn, "create")
+    [poll] = of_kind(stripe_conn, "retrieve")
+    assert poll.timestamp - create.timestamp < 2.0
+    run_id = next(r["id"] for r in stripe_conn.report_runs() if r["parameters"]["interval_start"] == MAR_2)
+    assert second.xcom("store", key="report_run_id") == run_id
+
+
 @pytest.mark.parametrize("scheme", ["memory", "file-uri"])
 def test_an_object_storage_destination_receives_the_file_and_is_returned_as_the_uri(
     write_dag, stripe_conn, tmp_path: Path, request: pytest.FixtureRequest, scheme: str
