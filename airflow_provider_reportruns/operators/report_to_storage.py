@@ -40,9 +40,12 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
     **Deferrable.** With ``deferrable=True`` both waits run in the triggerer and the worker slot is
     free; the download runs when the task resumes. Without it, the task sleeps in its worker slot.
 
-    The run id goes to XCom under ``report_run_id`` before any wait; the return value is the
-    destination (a ``file://`` URI stays a URI, a path becomes absolute). Unless ``outlets`` is
-    given, the destination's fixed part is declared as an outlet asset, as the download operator does.
+    The return value is the destination (a ``file://`` URI stays a URI, a path becomes absolute).
+    Unless ``outlets`` is given, the destination's fixed part is declared as an outlet asset, as the
+    download operator does, and each event's extra carries ``uri``, ``report_run_id`` and ``size``.
+    No separate ``report_run_id`` XCom is pushed: a retry finds the run by the duplicate lookup, not
+    through XCom, and each push is a round trip to Airflow (a backfill paid it on every interval);
+    the run id is in the log, the deferred trigger's kwargs, the outlet event and any error.
 
     :param report_type: e.g. ``balance.summary.1`` (templated).
     :param destination: local path or URI (templated); ``{report_type}`` and ``{report_run_id}``
@@ -200,7 +203,6 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         )
 
     def _store(self, run: dict[str, Any], context: Context) -> str:
-        context["ti"].xcom_push(key="report_run_id", value=run["id"])
         return download_result(self, self.hook, self._wait(run, context), str(self.destination), context)
 
     # -- resuming after a deferral ---------------------------------------------------------------
