@@ -143,7 +143,15 @@ class StripeCreateReportRunOperator(BaseOperator):
     # -- execute ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
-        params = self.build_parameters(context)
+        run = self._create_or_reuse(self.build_parameters(context), context)
+        run_id: str = run["id"]
+        if not self.wait_for_completion:
+            return run_id
+
+        context["ti"].xcom_push(key="report_run_id", value=run_id)
+        return str(self._wait(run, context)["id"])
+
+    def _create_or_reuse(self, params: Mapping[str, Any], context: Context) -> dict[str, Any]:
         run = self.find_reusable_run(params) if self.reuse_existing else None
         if run is not None:
             self.log.info(
@@ -153,15 +161,10 @@ class StripeCreateReportRunOperator(BaseOperator):
                 self.report_type,
                 run.get("status"),
             )
-        else:
-            run = self._create(params, context)
-            self.log.info("Created Stripe report run %s (%s) with parameters %s.", run["id"], self.report_type, params)
-        run_id: str = run["id"]
-        if not self.wait_for_completion:
-            return run_id
-
-        context["ti"].xcom_push(key="report_run_id", value=run_id)
-        return str(self._wait(run, context)["id"])
+            return run
+        run = self._create(params, context)
+        self.log.info("Created Stripe report run %s (%s) with parameters %s.", run["id"], self.report_type, params)
+        return run
 
     def build_parameters(self, context: Context) -> dict[str, Any]:
         """Stripe's ``parameters`` for this DAG run: the given ones plus the resolved interval."""

@@ -109,21 +109,6 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         params = self.build_parameters(context)
         return self._store(self._create_or_reuse(params, context), context)
 
-    def _create_or_reuse(self, params: Mapping[str, Any], context: Context) -> dict[str, Any]:
-        run = self.find_reusable_run(params) if self.reuse_existing else None
-        if run is not None:
-            self.log.info(
-                "Reusing Stripe report run %s (%s, status %s): same report type and parameters, "
-                "so no new run is created.",
-                run["id"],
-                self.report_type,
-                run.get("status"),
-            )
-            return run
-        run = self._create(params, context)
-        self.log.info("Created Stripe report run %s (%s) with parameters %s.", run["id"], self.report_type, params)
-        return run
-
     def _create(self, params: Mapping[str, Any], context: Context) -> dict[str, Any]:
         from airflow_provider_reportruns.hooks.stripe import StripeReportingError
 
