@@ -50,6 +50,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -381,6 +382,16 @@ class DagRunResult:
         if not tries:
             raise KeyError(f"no log for {task_id}[{map_index}] try {try_number}")
         return tries[-1].log
+
+    def stored_run_id(self, task_id: str) -> str:
+        """The report run whose file ``task_id`` downloaded, read from its log.
+
+        ``StripeReportToStorageOperator`` pushes no separate run id XCom; its log names the run
+        once per successful download.
+        """
+        found = re.findall(r"Downloaded the result file of report run (frr_\w+)", "".join(self.logs(task_id)))
+        assert len(found) == 1, f"{task_id} downloaded {len(found)} files: {found}"
+        return found[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from _sim import sim, stripe_conn  # noqa: F401
-from airflow_harness import DagRunResult, airflow_major, run_dag
+from airflow_harness import airflow_major, run_dag
 
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
 
@@ -28,15 +28,6 @@ EXAMPLES = {
     STEPS: "example_stripe_balance_report_steps.py",
     "example_stripe_reports_deferrable": "example_stripe_reports_deferrable.py",
 }
-
-
-def _stored_run_id(result: DagRunResult) -> str:
-    """The run whose file store_report stored, from its log (the operator pushes no run id XCom)."""
-    import re
-
-    found = re.findall(r"Downloaded the result file of report run (frr_\w+)", "".join(result.logs("store_report")))
-    assert len(found) == 1, found
-    return found[0]
 
 
 def test_the_example_dags_folder_imports_without_errors(example_dags_dir: Path, airflow_db: None) -> None:
@@ -117,7 +108,7 @@ def test_the_daily_balance_report_example_stores_the_file_in_one_deferrable_task
         kinds = [r.kind for r in simulator.requests()]
     assert set(result.task_states.values()) == {"success"}
     assert sorted(t for t, _ in result.task_states) == ["store_report", "summarize_report"]
-    assert _stored_run_id(result) == run["id"]
+    assert result.stored_run_id("store_report") == run["id"]
     # The run took 1.5 s: the task deferred and dag.test() ran the trigger in line.
     assert "[DAG TEST] running trigger in line" in "".join(result.logs("store_report"))
     # The data was there: the create was tried first and no report type was read.
@@ -178,7 +169,7 @@ def test_a_week_of_the_daily_balance_report_example_makes_seven_runs_and_a_rerun
     runs = {run["id"]: run for run in stripe_conn.report_runs()}
     assert len(runs) == 7
     for result, end in zip(results, ends, strict=True):
-        run = runs[_stored_run_id(result)]
+        run = runs[result.stored_run_id("store_report")]
         assert run["parameters"]["interval_end"] == int(end.timestamp())
         day = (end - dt.timedelta(days=1)).date().isoformat()
         assert result.xcom("store_report") == str(example_env / "balance.summary.1" / f"{day}.csv")
@@ -187,7 +178,7 @@ def test_a_week_of_the_daily_balance_report_example_makes_seven_runs_and_a_rerun
     rerun = run_dag(dag_file, FLAGSHIP, logical_date=ends[3])
 
     assert rerun.state == "success"
-    assert _stored_run_id(rerun) == _stored_run_id(results[3])
+    assert rerun.stored_run_id("store_report") == results[3].stored_run_id("store_report")
     assert len(stripe_conn.report_runs()) == 7
     assert len(_creates(stripe_conn)) == 7
 

@@ -65,15 +65,6 @@ def whole_log(result: DagRunResult) -> str:
     return "".join(result.logs("store"))
 
 
-def stored_run_id(result: DagRunResult, task_id: str = "store") -> str:
-    """The run whose file the task stored, from its log (the operator pushes no run id XCom)."""
-    import re
-
-    found = re.findall(r"Downloaded the result file of report run (frr_\w+)", "".join(result.logs(task_id)))
-    assert len(found) == 1, found
-    return found[0]
-
-
 def kinds(simulator: StripeSimulator) -> list[str]:
     return [r.kind for r in simulator.requests()]
 
@@ -154,7 +145,7 @@ def test_one_task_lists_creates_polls_once_per_interval_and_stores_the_file_with
     assert written.read_bytes() == simulator.result_content(run["id"])
     assert os.listdir(written.parent) == [written.name]  # no temporary part left behind
     assert result.xcom("store") == str(written)  # absolute path
-    assert stored_run_id(result) == run["id"]
+    assert result.stored_run_id("store") == run["id"]
     assert ("store", -1, "report_run_id") not in result.xcoms  # the run id is in the log, not XCom
     # Exactly these requests, in this order: no report type read when Stripe accepts the create.
     assert kinds(simulator) == ["list", "create", "retrieve", "retrieve", "file_contents"]
@@ -193,7 +184,7 @@ def test_after_quick_runs_of_the_report_type_the_first_poll_comes_at_once_in_the
     [poll] = of_kind(stripe_conn, "retrieve")
     assert poll.timestamp - create.timestamp < 2.0
     run_id = next(r["id"] for r in stripe_conn.report_runs() if r["parameters"]["interval_start"] == MAR_2)
-    assert stored_run_id(second) == run_id
+    assert second.stored_run_id("store") == run_id
 
 
 @pytest.mark.parametrize("scheme", ["memory", "file-uri"])
@@ -238,7 +229,7 @@ def test_running_the_same_interval_again_creates_no_second_report_run(write_dag,
 
     assert first.state == second.state == "success"
     [run] = stripe_conn.report_runs()
-    assert stored_run_id(first) == stored_run_id(second) == run["id"]
+    assert first.stored_run_id("store") == second.stored_run_id("store") == run["id"]
     # The lookup finds the succeeded run: nothing to create and nothing to wait for.
     assert kinds(stripe_conn) == ["list", "file_contents"]
     assert f"Reusing Stripe report run {run['id']}" in whole_log(second)
@@ -262,7 +253,7 @@ def test_a_three_day_backfill_run_twice_makes_three_report_runs(write_dag, strip
     assert sorted(runs) == starts
     for before, again, start in zip(first, second, starts, strict=True):
         run_id = runs[start]["id"]
-        assert stored_run_id(before) == stored_run_id(again) == run_id
+        assert before.stored_run_id("store") == again.stored_run_id("store") == run_id
         name = dt.datetime.fromtimestamp(start, tz=UTC).strftime("%Y-%m-%d.csv")
         assert again.xcom("store") == str(tmp_path / name)
         assert (tmp_path / name).read_bytes() == stripe_conn.result_content(run_id)
@@ -319,7 +310,7 @@ def test_a_refused_interval_is_waited_for_and_then_created_once_under_a_new_idem
     assert checks[-1].timestamp >= moved[0]
     [run] = simulator.report_runs()
     assert run["parameters"] == {"interval_start": MAR_1, "interval_end": MAR_2}
-    assert stored_run_id(result) == run["id"]
+    assert result.stored_run_id("store") == run["id"]
     assert (tmp_path / "r.csv").read_bytes() == simulator.result_content(run["id"])
     log = whole_log(result)
     assert "is only available through 2024-03-01 18:00:00 UTC" in log  # Stripe's own words, logged
@@ -368,7 +359,7 @@ def test_a_run_another_dag_run_created_during_the_data_wait_is_reused_not_duplic
     [run] = simulator.report_runs()
     assert made == [run["id"]]
     assert [r.status for r in of_kind(simulator, "create")] == [400, 200]  # the operator's refused one, the other's
-    assert stored_run_id(result) == run["id"]
+    assert result.stored_run_id("store") == run["id"]
     assert f"Reusing Stripe report run {run['id']}" in whole_log(result)
     assert (tmp_path / "r.csv").read_bytes() == simulator.result_content(run["id"])
 

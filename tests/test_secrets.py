@@ -76,15 +76,6 @@ def _assert_no_leak(result: DagRunResult) -> None:
     assert _leaks_in_db() == []
 
 
-def _stored_run_id(result: Any) -> str:
-    """The run whose file store_report stored, from its log (the operator pushes no run id XCom)."""
-    import re
-
-    found = re.findall(r"Downloaded the result file of report run (frr_\w+)", "".join(result.logs("store_report")))
-    assert len(found) == 1, found
-    return found[0]
-
-
 def test_the_leak_search_finds_a_key_that_was_logged_and_pushed(write_dag) -> None:
     # The search must not be blind: a task that does leak a key is caught everywhere. (Another
     # key than the canary: what this test puts in the session's DB stays there.)
@@ -208,7 +199,7 @@ def test_one_task_example_keeps_no_key_through_both_waits(example_dag: Path, can
 
     assert result.state == "success", result.log_text[-3000:]
     assert Path(result.xcom("store_report")).is_file()
-    assert _stored_run_id(result).startswith("frr_")
+    assert result.stored_run_id("store_report").startswith("frr_")
     log = "".join(result.logs("store_report"))
     assert "is only available through" in log
     assert log.count("[DAG TEST] running trigger in line") >= 2  # the data wait and the run wait
