@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,3 +43,25 @@ def start_sim(airflow_conn: Callable[..., str]) -> Iterator[Callable[..., Stripe
     yield start
     for simulator in started:
         simulator.stop()
+
+
+@contextlib.contextmanager
+def data_arrives_once_asked(simulator: StripeSimulator, end: int) -> Iterator[None]:
+    """Move the end of available data to ``end`` once the report type has been read: the waiter
+    saw the data missing at least once (a deferrable one really went through its trigger), and its
+    next check finds it."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            if any(r.kind == "report_type" for r in simulator.requests(settle=0)):
+                simulator.set_data_available_end(end)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()

@@ -3,16 +3,13 @@ against the simulator, as one deferrable task (the flagship) and step by step.""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _sim import sim, stripe_conn  # noqa: F401
+from _sim import data_arrives_once_asked, sim, stripe_conn  # noqa: F401
 from airflow_harness import airflow_major, run_dag
 
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
@@ -116,32 +113,11 @@ def test_the_daily_balance_report_example_stores_the_file_in_one_deferrable_task
     assert "report_type" not in kinds
 
 
-@contextlib.contextmanager
-def _data_arrives_once_asked(simulator: StripeSimulator, end: int) -> Iterator[None]:
-    """Move the end of available data to ``end`` once the report type has been read: the waiter
-    saw the data missing at least once, and its next check finds it."""
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            if any(r.kind == "report_type" for r in simulator.requests(settle=0)):
-                simulator.set_data_available_end(end)
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
-
-
 def test_the_daily_balance_report_example_waits_for_stripes_data_then_creates_one_run(
     example_dags_dir: Path, airflow_conn, example_env: Path
 ) -> None:
     # Stripe has prepared data through the start of the day only: the create is refused first.
-    with StripeSimulator(data_available_end=MAR_1) as simulator, _data_arrives_once_asked(simulator, MAR_2):
+    with StripeSimulator(data_available_end=MAR_1) as simulator, data_arrives_once_asked(simulator, MAR_2):
         airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
 
         result = run_dag(example_dags_dir / EXAMPLES[FLAGSHIP], FLAGSHIP, logical_date=DAY)

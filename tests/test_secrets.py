@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _sim import data_arrives_once_asked
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.hooks.stripe import StripeReportingError, StripeReportingHook
@@ -134,27 +135,6 @@ def steps_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @contextlib.contextmanager
-def _data_arrives_once_asked(sim: StripeSimulator, end: int) -> Iterator[None]:
-    """Move the end of available data to ``end`` once the report type was read: the data wait
-    really goes through its trigger before the run is created."""
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            if any(r.kind == "report_type" for r in sim.requests(settle=0)):
-                sim.set_data_available_end(end)
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        watcher.join()
-
-
-@contextlib.contextmanager
 def _finish_runs_once_polled(sim: StripeSimulator, polls: int) -> Iterator[None]:
     """Finish each pending run after it was read ``polls`` times: a deferrable sensor's own poke
     plus its trigger's first poll, so the wait really goes through the trigger."""
@@ -191,7 +171,7 @@ def test_one_task_example_keeps_no_key_through_both_waits(example_dag: Path, can
     # run, and waits for the run (1.5 s) in another, all inline in dag.test().
     with (
         StripeSimulator(api_key=CANARY, seed=31, data_available_end=MAR_1, run_delay=1.5) as sim,
-        _data_arrives_once_asked(sim, int(DAY.timestamp())),
+        data_arrives_once_asked(sim, int(DAY.timestamp())),
     ):
         canary_conn(sim)
         result = run_dag(example_dag, "example_stripe_balance_report", logical_date=DAY)
