@@ -65,3 +65,25 @@ def data_arrives_once_asked(simulator: StripeSimulator, end: int) -> Iterator[No
     finally:
         stop.set()
         watcher.join()
+
+
+@pytest.fixture
+def after_first() -> Iterator[Callable[[StripeSimulator, Callable[[Any], bool], float, Callable[[], None]], None]]:
+    """``after_first(simulator, matches, seconds, action)``: run ``action`` that long after the first
+    request ``matches`` accepts, however long the DAG took to get there."""
+    stop = threading.Event()
+
+    def watch(
+        simulator: StripeSimulator, matches: Callable[[Any], bool], seconds: float, action: Callable[[], None]
+    ) -> None:
+        def loop() -> None:
+            while not stop.wait(0.02):
+                if any(matches(r) for r in simulator.requests(settle=0)):
+                    if not stop.wait(seconds):
+                        action()
+                    return
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    yield watch
+    stop.set()

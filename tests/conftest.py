@@ -81,3 +81,18 @@ def write_dag(tmp_path: Path) -> Callable[[str, str], Path]:
 @pytest.fixture(scope="session")
 def example_dags_dir() -> Path:
     return REPO_ROOT / "example_dags"
+
+
+@pytest.fixture
+def memory_filesystem(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Register fsspec's in-memory filesystem as ``memory://`` for ObjectStoragePath (no S3 here)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    if airflow_harness.airflow_major() >= 3:
+        from airflow.sdk.io.fs import _register_filesystems
+    else:
+        from airflow.io import _register_filesystems
+    fs = MemoryFileSystem()
+    monkeypatch.setitem(_register_filesystems(), "memory", lambda conn_id: fs)  # type: ignore[index]
+    yield fs
+    fs.rm("/", recursive=True)

@@ -630,21 +630,6 @@ def test_a_size_other_than_stripes_result_size_fails_and_leaves_nothing(write_da
     assert os.listdir(out) == []
 
 
-@pytest.fixture
-def memory_filesystem(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Register fsspec's in-memory filesystem as ``memory://`` for ObjectStoragePath (no S3 here)."""
-    from fsspec.implementations.memory import MemoryFileSystem
-
-    if AIRFLOW_3:
-        from airflow.sdk.io.fs import _register_filesystems
-    else:
-        from airflow.io import _register_filesystems
-    fs = MemoryFileSystem()
-    monkeypatch.setitem(_register_filesystems(), "memory", lambda conn_id: fs)  # type: ignore[index]
-    yield fs
-    fs.rm("/", recursive=True)
-
-
 @pytest.mark.parametrize("cut", [False, True], ids=["complete", "cut-every-time"])
 def test_download_to_object_storage_is_atomic_too(write_dag, start_sim, memory_filesystem: Any, cut: bool) -> None:
     faults = [Fault("file_contents", "cut_download", times=2)] if cut else []

@@ -9,15 +9,14 @@ import itertools
 import json
 import os
 import textwrap
-import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _sim import sim, start_sim, stripe_conn  # noqa: F401
+from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, airflow_major, run_dag
 
 from airflow_provider_reportruns.testing.simulator import DEFAULT_FAILURE_MESSAGE, StripeSimulator
@@ -78,45 +77,8 @@ def of_kind(simulator: StripeSimulator, kind: str) -> list[Any]:
     return [r for r in simulator.requests() if r.kind == kind]
 
 
-@pytest.fixture
-def after_first() -> Iterator[Callable[[StripeSimulator, Callable[[Any], bool], float, Callable[[], None]], None]]:
-    """``after_first(simulator, matches, seconds, action)``: run ``action`` that long after the first
-    request ``matches`` accepts, however long the DAG took to get there."""
-    stop = threading.Event()
-
-    def watch(
-        simulator: StripeSimulator, matches: Callable[[Any], bool], seconds: float, action: Callable[[], None]
-    ) -> None:
-        def loop() -> None:
-            while not stop.wait(0.02):
-                if any(matches(r) for r in simulator.requests(settle=0)):
-                    if not stop.wait(seconds):
-                        action()
-                    return
-
-        threading.Thread(target=loop, daemon=True).start()
-
-    yield watch
-    stop.set()
-
-
 def refused_create(request: Any) -> bool:
     return request.kind == "create" and request.status == 400
-
-
-@pytest.fixture
-def memory_filesystem(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Register fsspec's in-memory filesystem as ``memory://`` for ObjectStoragePath (no S3 here)."""
-    from fsspec.implementations.memory import MemoryFileSystem
-
-    if AIRFLOW_3:
-        from airflow.sdk.io.fs import _register_filesystems
-    else:
-        from airflow.io import _register_filesystems
-    fs = MemoryFileSystem()
-    monkeypatch.setitem(_register_filesystems(), "memory", lambda conn_id: fs)  # type: ignore[index]
-    yield fs
-    fs.rm("/", recursive=True)
 
 
 # ---------------------------------------------------------------------------------------------

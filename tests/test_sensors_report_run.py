@@ -7,13 +7,12 @@ import datetime as dt
 import itertools
 import re
 import textwrap
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _sim import sim, start_sim, stripe_conn  # noqa: F401
+from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
@@ -73,23 +72,12 @@ def create_run(simulator: StripeSimulator, report_type: str = "balance.summary.1
 
 
 @pytest.fixture
-def after_first_poll() -> Iterator[Callable[..., None]]:
+def after_first_poll(after_first: Callable[..., None]) -> Callable[..., None]:
     """``after_first_poll(simulator, run_id, seconds, action)``: run ``action`` that long after the
     first GET of the run, however long the DAG took to get there (so the sensor sees it pending)."""
-    stop = threading.Event()
-
-    def watch(simulator: StripeSimulator, run_id: str, seconds: float, action: Callable[[], None]) -> None:
-        def loop() -> None:
-            while not stop.wait(0.02):
-                if any(r.kind == "retrieve" and r.run_id == run_id for r in simulator.requests()):
-                    if not stop.wait(seconds):
-                        action()
-                    return
-
-        threading.Thread(target=loop, daemon=True).start()
-
-    yield watch
-    stop.set()
+    return lambda simulator, run_id, seconds, action: after_first(
+        simulator, lambda r: r.kind == "retrieve" and r.run_id == run_id, seconds, action
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)

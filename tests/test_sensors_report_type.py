@@ -6,14 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _sim import sim, start_sim, stripe_conn  # noqa: F401
+from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
@@ -63,23 +62,10 @@ def type_checks(simulator: StripeSimulator) -> list[Any]:
 
 
 @pytest.fixture
-def after_first_check() -> Iterator[Callable[[StripeSimulator, float, Callable[[], None]], None]]:
+def after_first_check(after_first: Callable[..., None]) -> Callable[[StripeSimulator, float, Callable[[], None]], None]:
     """``after_first_check(simulator, seconds, action)``: run ``action`` that long after the sensor's
     first look at the report type, however long the DAG took to get there."""
-    stop = threading.Event()
-
-    def watch(simulator: StripeSimulator, seconds: float, action: Callable[[], None]) -> None:
-        def loop() -> None:
-            while not stop.wait(0.02):
-                if type_checks(simulator):
-                    if not stop.wait(seconds):
-                        action()
-                    return
-
-        threading.Thread(target=loop, daemon=True).start()
-
-    yield watch
-    stop.set()
+    return lambda simulator, seconds, action: after_first(simulator, lambda r: r.kind == "report_type", seconds, action)
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
