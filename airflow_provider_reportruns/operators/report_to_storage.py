@@ -176,12 +176,14 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
                 self.log.info("Stripe's %s data is available through %s.", self.report_type, _iso(last_seen))
                 return
             if time.time() >= deadline:
-                seen = _iso(last_seen) if isinstance(last_seen, int) else "no answer"
-                raise AirflowException(self._data_timeout_message(interval_end, seen))
+                raise AirflowException(self._data_timeout_message(interval_end, last_seen))
 
-    def _data_timeout_message(self, interval_end: int, seen: str) -> str:
+    def _data_timeout_message(self, interval_end: int, last_seen: Any) -> str:
+        """The same words for the polling and the deferred wait (``last_seen``: Stripe's last
+        ``data_available_end``, if any answer came)."""
         from airflow_provider_reportruns.intervals import _iso
 
+        seen = _iso(last_seen) if isinstance(last_seen, int) else "no answer"
         return (
             f"Stripe's data for {self.report_type} did not reach interval_end {_iso(interval_end)} within "
             f"data_timeout ({self.data_timeout:.0f} s); last data_available_end: {seen}."
@@ -199,11 +201,8 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         status = (event or {}).get("status")
         params = self.build_parameters(context)
         if status == "timeout":
-            from airflow_provider_reportruns.intervals import _iso
-
-            last = (event or {}).get("data_available_end")
-            seen = _iso(last) if isinstance(last, int) else "no answer"
-            raise AirflowException(self._data_timeout_message(int(params["interval_end"]), seen))
+            last_seen = (event or {}).get("data_available_end")
+            raise AirflowException(self._data_timeout_message(int(params["interval_end"]), last_seen))
         if status != "available":
             raise StripeReportingError(str((event or {}).get("message") or f"Unexpected trigger event {event!r}"))
         return self._store(self._create_after_data_wait(params, context), context)
