@@ -19,7 +19,7 @@ import pytest
 from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, airflow_major, run_dag
 
-from airflow_provider_reportruns.testing.simulator import DEFAULT_FAILURE_MESSAGE, StripeSimulator
+from airflow_provider_reportruns.testing.simulator import DEFAULT_FAILURE_MESSAGE, Fault, StripeSimulator
 
 AIRFLOW_3 = airflow_major() >= 3
 UTC = dt.timezone.utc
@@ -394,6 +394,31 @@ def test_data_that_does_not_arrive_within_data_timeout_fails_with_what_was_last_
     assert (
         "Stripe's data for balance.summary.1 did not reach interval_end 2024-03-02 00:00:00 UTC within "
         "data_timeout (2 s); last data_available_end: 2024-03-01 18:00:00 UTC." in whole_log(result)
+    )
+
+
+@pytest.mark.parametrize("deferrable", MODES, ids=MODE_IDS)
+def test_a_data_wait_that_never_got_an_answer_says_so_when_it_times_out(
+    write_dag, start_sim, tmp_path: Path, deferrable: bool
+) -> None:
+    # Every report-type read fails (transient 503s): the wait keeps going, then names no date.
+    simulator = start_sim(
+        data_available_end=MAR_2 - 6 * HOUR, extra={"max_retries": 0}, faults=[Fault("report_type", "503")]
+    )
+    dag_id = f"store_data_no_answer_{mode_id(deferrable)}"
+    dag_file = store_dag(
+        write_dag, dag_id, f"{tmp_path}/r.csv", deferrable=deferrable, data_poll_interval=0.4, data_timeout=2
+    )
+
+    result = run_dag(dag_file, dag_id, logical_date=DAY)
+
+    assert result.task_state("store") == "failed"
+    assert len(of_kind(simulator, "report_type")) >= 2
+    assert {r.status for r in of_kind(simulator, "report_type")} == {503}
+    assert simulator.report_runs() == []
+    assert (
+        "Stripe's data for balance.summary.1 did not reach interval_end 2024-03-02 00:00:00 UTC within "
+        "data_timeout (2 s); last data_available_end: no answer." in whole_log(result)
     )
 
 
