@@ -33,8 +33,12 @@ __all__ = [
     "DEFAULT_API_BASE",
     "RateLimiter",
     "ReportRunStatus",
+    "StripeDataNotReadyError",
     "StripeError",
+    "StripePermanentError",
     "StripeReportingClient",
+    "StripeTransientError",
+    "classify_response",
     "encode_form",
     "mask_key",
     "to_unix_seconds",
@@ -84,11 +88,17 @@ TERMINAL_STATUSES = frozenset({ReportRunStatus.SUCCEEDED.value, ReportRunStatus.
 
 
 class StripeError(Exception):
-    """A call to Stripe that did not succeed.
+    """A call to Stripe that did not succeed; the base of every error this client raises.
 
     Carries Stripe's own fields so callers can branch on them; ``str()`` reads well in a task log:
     ``Stripe rejected the report run for balance.summary.1 (400 invalid_request_error, param
     parameters[interval_end]): Data for the report type … (request req_…)``.
+
+    The client decides once what kind of failure it is (:func:`classify_response`) and raises one
+    of three subclasses: :class:`StripeTransientError` (may pass: wait or retry),
+    :class:`StripeDataNotReadyError` (Stripe has not prepared the interval's data yet) and
+    :class:`StripePermanentError` (the same request will get the same answer). A plain
+    ``StripeError`` is a failure on this side (a local file that cannot be written).
     """
 
     def __init__(
@@ -112,19 +122,55 @@ class StripeError(Exception):
         self.request_id = request_id
         # True when a file download ended short: worth starting again from the first byte.
         self.partial_download = False
-        # True when every attempt failed in a way that may pass (connection, timeout, 409, 429, 5xx):
-        # a long wait keeps polling through it instead of failing the task.
-        self.transient = False
 
     def __reduce__(self) -> Any:
         # Keep the extra fields when the exception crosses a process boundary.
         return (_rebuild_error, (type(self), self.message, self.__dict__))
 
     @property
+    def transient(self) -> bool:
+        """Whether the failure may pass (connection, timeout, 409, 429, 5xx): a wait keeps going."""
+        return isinstance(self, StripeTransientError)
+
+    @property
     def is_data_unavailable(self) -> bool:
-        """Stripe refused an interval because its data is not prepared yet (or no longer)."""
+        """Stripe refused an interval because its data is not prepared (yet, or ever)."""
         text = self.stripe_message or ""
-        return self.http_status == 400 and "is only available" in text
+        return self.http_status == 400 and DATA_UNAVAILABLE_TEXT in text
+
+
+class StripeTransientError(StripeError):
+    """No answer, or one that may change on its own: connection errors, timeouts, 409, 429, 5xx
+    (or ``Stripe-Should-Retry: true``). The client retries these; a wait logs them and goes on."""
+
+
+class StripeDataNotReadyError(StripeError):
+    """Stripe has not prepared the interval's data yet ("… is only available through <time>"):
+    the same request succeeds once ``data_available_end`` reaches the interval end."""
+
+
+class StripePermanentError(StripeError):
+    """Stripe refused the request and will refuse it again (400 other than data-not-ready, 401,
+    403, 404, …), or it must not be sent (a file host outside the allow-list, a TLS failure)."""
+
+
+# Stripe's words for an interval outside the report type's data; "through" means it comes later.
+DATA_UNAVAILABLE_TEXT = "is only available"
+DATA_COMES_LATER_TEXT = "is only available through"
+ERROR_KINDS: tuple[type[StripeError], ...] = (StripeTransientError, StripeDataNotReadyError, StripePermanentError)
+
+
+def classify_response(status: int, should_retry: str | None, stripe_message: str | None) -> type[StripeError]:
+    """The one decision on what an HTTP error answer means, in a fixed order (as stripe-python's
+    ``_should_retry``): ``Stripe-Should-Retry`` first, then 409 and 429, then 5xx; among the rest,
+    Stripe's "only available through" answer is data that is not ready yet; all else is permanent."""
+    if should_retry == "true":
+        return StripeTransientError
+    if should_retry != "false" and (status in (409, 429) or status >= 500):
+        return StripeTransientError
+    if status == 400 and DATA_COMES_LATER_TEXT in (stripe_message or ""):
+        return StripeDataNotReadyError
+    return StripePermanentError
 
 
 def _rebuild_error(cls: type[StripeError], message: str, fields: dict[str, Any]) -> StripeError:
@@ -429,8 +475,11 @@ class StripeReportingClient:
     :param max_requests_per_second: client-side limit shared by the whole process.
     :param initial_backoff: first retry delay in seconds (doubles per retry, capped, with jitter).
     :param source: what holds the key, for messages (``connection 'stripe_default'``).
-    :param error_class: the exception type to raise; the Airflow hook passes an AirflowException
-        subclass of :class:`StripeError`.
+    :param error_class: the exception type for failures of no kind (a local file that cannot be
+        written); the Airflow hook passes an AirflowException subclass of :class:`StripeError`.
+    :param error_classes: the exception type to raise for each kind in :data:`ERROR_KINDS` (a
+        subclass of that kind); the Airflow hook passes its own, so that permanent errors fail a
+        task without retries.
     """
 
     def __init__(
@@ -446,6 +495,7 @@ class StripeReportingClient:
         initial_backoff: float = INITIAL_BACKOFF,
         source: str = "the client",
         error_class: type[StripeError] = StripeError,
+        error_classes: Mapping[type[StripeError], type[StripeError]] | None = None,
     ) -> None:
         self._api_key = validate_secret_key(api_key, source=source)
         self.api_base = validate_api_base(api_base)
@@ -458,6 +508,13 @@ class StripeReportingClient:
         self.initial_backoff = initial_backoff
         self.source = source
         self.error_class = error_class
+        self.error_classes: dict[type[StripeError], type[StripeError]] = {kind: kind for kind in ERROR_KINDS}
+        for kind, cls in (error_classes or {}).items():
+            if kind not in ERROR_KINDS or not issubclass(cls, kind):
+                raise ValueError(
+                    f"error_classes maps {kind.__name__} to {cls.__name__}, which is not a subclass of it."
+                )
+            self.error_classes[kind] = cls
         self.rate_limiter = shared_rate_limiter(
             self.api_base, self._api_key, self.stripe_account, float(max_requests_per_second)
         )
@@ -612,9 +669,10 @@ class StripeReportingClient:
         same_as_api = (parts.scheme, parts.hostname, parts.port) == (api.scheme, api.hostname, api.port)
         stripe_files = parts.scheme == "https" and parts.hostname == STRIPE_FILES_HOST and parts.port in (None, 443)
         if not (same_as_api or stripe_files):
-            raise self.error_class(
+            raise self._error(
+                StripePermanentError,
                 f"Refusing to download a result file from {parts.scheme}://{parts.netloc}: the Stripe key is "
-                f"only sent to {api.scheme}://{api.netloc} and https://{STRIPE_FILES_HOST}."
+                f"only sent to {api.scheme}://{api.netloc} and https://{STRIPE_FILES_HOST}.",
             )
         return url
 
@@ -666,7 +724,7 @@ class StripeReportingClient:
         return received
 
     def _partial_download(self, message: str) -> StripeError:
-        error = self._error(message)
+        error = self._error(StripeTransientError, message)
         error.partial_download = True
         return error
 
@@ -838,7 +896,6 @@ class StripeReportingClient:
                 if retryable.rate_limited:
                     self.rate_limiter.penalize()
                 if attempt >= self.max_retries:
-                    retryable.error.transient = True
                     if attempt:
                         _note_attempts(retryable.error, attempt + 1)
                     raise retryable.error from None
@@ -880,7 +937,9 @@ class StripeReportingClient:
             )
         except requests.exceptions.SSLError as exc:
             # Not retried: a certificate problem does not fix itself (stripe-python agrees).
-            raise self._error(f"Could not verify the TLS certificate of {_origin(url)} for {what}: {exc}") from None
+            raise self._error(
+                StripePermanentError, f"Could not verify the TLS certificate of {_origin(url)} for {what}: {exc}"
+            ) from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             # ChunkedEncodingError: the connection broke while the answer's body was being read
             # (fewer bytes than its Content-Length); a create may have run, so retry with its key.
@@ -891,7 +950,10 @@ class StripeReportingClient:
             else:
                 problem = "could not be reached"
             raise _Retryable(
-                self._error(f"Stripe at {_origin(url)} {problem} while requesting {what} ({type(exc).__name__})")
+                self._error(
+                    StripeTransientError,
+                    f"Stripe at {_origin(url)} {problem} while requesting {what} ({type(exc).__name__})",
+                )
             ) from None
 
         request_id = response.headers.get("Request-Id")
@@ -903,6 +965,7 @@ class StripeReportingClient:
             except ValueError:
                 raise _Retryable(
                     self._error(
+                        StripeTransientError,
                         f"Stripe answered {what} with a body that is not valid JSON "
                         f"({response.status_code}, {len(response.content)} bytes)",
                         http_status=response.status_code,
@@ -910,29 +973,19 @@ class StripeReportingClient:
                     )
                 ) from None
             if not isinstance(body, dict):
-                raise _Retryable(self._error(f"Stripe answered {what} with JSON that is not an object."))
+                raise _Retryable(
+                    self._error(StripeTransientError, f"Stripe answered {what} with JSON that is not an object.")
+                )
             return body
 
         try:
             error = self._error_from_response(response, what)
         finally:
             response.close()
-        if self._should_retry(response):
+        if error.transient:
             retry_after = _float_or_none(response.headers.get("Retry-After"))
             raise _Retryable(error, rate_limited=response.status_code == 429, retry_after=retry_after)
         raise error
-
-    @staticmethod
-    def _should_retry(response: requests.Response) -> bool:
-        """Stripe's retry decision, in a fixed order; connection errors are retried before this."""
-        should_retry = response.headers.get("Stripe-Should-Retry")
-        if should_retry == "true":
-            return True
-        if should_retry == "false":
-            return False
-        if response.status_code in (409, 429):
-            return True
-        return response.status_code >= 500
 
     def _error_from_response(self, response: requests.Response, what: str) -> StripeError:
         request_id = response.headers.get("Request-Id")
@@ -964,7 +1017,9 @@ class StripeReportingClient:
         text = f"Stripe {verb} {what} ({detail}): {stripe_message}{hint}"
         if request_id:
             text += f" (request {request_id})"
+        kind = classify_response(status, response.headers.get("Stripe-Should-Retry"), stripe_message)
         return self._error(
+            kind,
             text,
             http_status=status,
             error_type=error_type,
@@ -974,8 +1029,10 @@ class StripeReportingClient:
             request_id=request_id,
         )
 
-    def _error(self, message: str, **fields: Any) -> StripeError:
-        return self.error_class(self._scrub(message), **fields)
+    def _error(self, kind: type[StripeError] | None, message: str, **fields: Any) -> StripeError:
+        """An exception of ``kind`` (``None``: a failure of no kind), as the caller asked it typed."""
+        cls = self.error_classes[kind] if kind is not None else self.error_class
+        return cls(self._scrub(message), **fields)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, mask_key(self._api_key))

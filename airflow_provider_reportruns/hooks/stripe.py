@@ -14,15 +14,18 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from airflow_provider_reportruns._compat import AirflowException, BaseHook
+from airflow_provider_reportruns._compat import AirflowException, AirflowFailException, BaseHook
 from airflow_provider_reportruns.client import (
     DEFAULT_API_BASE,
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     ReportRunStatus,
+    StripeDataNotReadyError,
     StripeError,
+    StripePermanentError,
     StripeReportingClient,
+    StripeTransientError,
     _is_loopback,
     result_file,
 )
@@ -33,8 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECTION_EXTRAS",
     "StripeReportRunFailed",
+    "StripeReportingDataNotReadyError",
     "StripeReportingError",
     "StripeReportingHook",
+    "StripeReportingPermanentError",
+    "StripeReportingTransientError",
     "check_report_run",
     "result_file_metadata",
 ]
@@ -49,7 +55,33 @@ FILE_EXPIRY_MARGIN = 60
 
 
 class StripeReportingError(StripeError, AirflowException):
-    """The one exception type of this provider: a Stripe error that fails an Airflow task."""
+    """The exception users catch: every Stripe error the provider raises in a task is one.
+
+    Its subclasses say what kind of failure it was, decided once by the client: transient ones
+    and data that is not ready yet keep Airflow's normal retries; permanent ones fail the task at
+    once (:class:`StripeReportingPermanentError` is an ``AirflowFailException``).
+    """
+
+
+class StripeReportingTransientError(StripeReportingError, StripeTransientError):
+    """No answer, or one that may pass (connection, timeout, 409, 429, 5xx); retried as usual."""
+
+
+class StripeReportingDataNotReadyError(StripeReportingError, StripeDataNotReadyError):
+    """Stripe has not prepared the interval's data yet; a later try (or a data wait) succeeds."""
+
+
+class StripeReportingPermanentError(StripeReportingError, StripePermanentError, AirflowFailException):
+    """Stripe refused the request and would refuse every retry (unknown report type, a parameter
+    the type refuses, a rejected key, …), or the task's arguments are wrong: fails without retries."""
+
+
+# What the hook's client raises for each kind of failure.
+AIRFLOW_ERROR_CLASSES: dict[type[StripeError], type[StripeError]] = {
+    StripeTransientError: StripeReportingTransientError,
+    StripeDataNotReadyError: StripeReportingDataNotReadyError,
+    StripePermanentError: StripeReportingPermanentError,
+}
 
 
 class StripeReportRunFailed(StripeReportingError):
@@ -165,6 +197,7 @@ class StripeReportingHook(BaseHook):
             "max_requests_per_second": extras.get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND),
             "source": source,
             "error_class": StripeReportingError,
+            "error_classes": AIRFLOW_ERROR_CLASSES,
         }
         if self._initial_backoff is not None:
             kwargs["initial_backoff"] = self._initial_backoff
