@@ -191,7 +191,7 @@ class RowMaker:
         if column in _ID_PREFIXES:
             size = 16 if column.startswith("connected_account") else 24
             return _ID_PREFIXES[column] + b62(d[index % 7 :] + d[: index % 7], size)
-        if column in ("customer_facing_amount",):
+        if column == "customer_facing_amount":
             return _money(100 + int.from_bytes(d[1:5], "big") % 500_000)
         if column == "customer_facing_currency":
             return self.currency

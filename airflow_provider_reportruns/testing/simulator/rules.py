@@ -264,7 +264,7 @@ def execute_create(state: SimulatorState, ctx: Context, report_type: str, parame
                 code="parameter_unknown",
                 param=param,
             )
-    # check_columns(spec, parameters.get("columns"))
+    check_columns(spec, parameters.get("columns"))
     for name in sorted(spec.required):
         if name not in parameters:
             raise ApiError(
