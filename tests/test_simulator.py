@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import http.client
 import json
 import os
@@ -21,6 +22,7 @@ import requests
 from _openapi import validate_component, validate_create_form, validate_response
 
 from airflow_provider_reportruns.testing import Fault, StripeSimulator
+from airflow_provider_reportruns.testing import simulator as simulator_package
 
 RUNS = "/v1/reporting/report_runs"
 TYPES = "/v1/reporting/report_types"
@@ -1122,11 +1124,25 @@ def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
 def test_simulator_imports_only_the_standard_library_and_the_plugin_imports_nothing_heavy() -> None:
     probe = (
         "import sys\n"
+        "import airflow_provider_reportruns.testing\n"
         "import airflow_provider_reportruns.testing.pytest_plugin\n"
-        "print(sorted(m for m in ('airflow_provider_reportruns.testing.simulator', 'http.server') if m in sys.modules))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('airflow_provider_reportruns.testing.simulator')\n"
+        "             or m == 'http.server'))\n"
         "import airflow_provider_reportruns.testing.simulator\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'requests', 'urllib3')\n"
         "             or m in ('airflow_provider_reportruns.client', 'airflow_provider_reportruns.hooks')))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["[]", "[]"]
+
+
+def test_simulator_modules_stay_small_and_share_no_private_names() -> None:
+    package = Path(simulator_package.__file__).parent
+    private_imports = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 500, f"{path.name} wants splitting"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("airflow_provider_reportruns"):
+                private_imports += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert private_imports == []
