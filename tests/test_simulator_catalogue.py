@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from _openapi import validate_component
+from _simulator_api import AVAILABLE_END, MAY_8, RUNS
 
 from airflow_provider_reportruns.client import StripeError, StripeReportingClient
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
@@ -19,9 +20,7 @@ from airflow_provider_reportruns.testing.simulator.catalogue import (
     interval_reading,
 )
 
-RUNS = "/v1/reporting/report_runs"
-AVAILABLE_END = 1652011200  # 2022-05-08 12:00:00 UTC
-MAY_7 = AVAILABLE_END - 86400 - 12 * 3600  # 2022-05-07 00:00:00 UTC
+MAY_7 = MAY_8 - 86400
 TYPO_MESSAGE = (
     "Invalid column `reporting_categroy` for the report type balance_change_from_activity.itemized.3. "
     "Did you mean `reporting_category`? The columns it supports are listed at "
