@@ -134,6 +134,7 @@ class RowMaker:
         self.tz = self.parameters.get("timezone")
 
     def digest(self, index: int) -> bytes:
+        """The 32 hash bytes row ``index`` draws its cells from."""
         return hashlib.blake2b(self.seed + struct.pack(">Q", index), digest_size=32).digest()
 
     def cells(self, index: int, ts: int, category: str | None = None) -> dict[str, str]:
@@ -208,6 +209,7 @@ class RowMaker:
         return _FIXED_CELLS[column]
 
     def line(self, values: Mapping[str, str]) -> str:
+        """One CSV line of ``values`` in this maker's column order."""
         return ",".join(csv_field(values.get(c, "")) for c in self.columns) + "\n"
 
 
@@ -277,6 +279,7 @@ class Filler:
         self.block = rows * max(1, _BLOCK_TARGET // len(rows))
 
     def row(self, values: Mapping[str, str], width: int) -> bytes:
+        """A row padded to exactly ``width`` bytes."""
         plain = self.maker.line(values).encode()
         pad = width - len(plain)
         padded = dict(values)

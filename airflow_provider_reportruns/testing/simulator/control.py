@@ -195,8 +195,6 @@ class StripeSimulator:
         """The base URL written into result file URLs (``public_url`` or :attr:`url`)."""
         return self._public_url or self.url
 
-    # ---------------------------------------------------------------- test controls
-
     def report_runs(self, account: str | EllipsisType | None = ...) -> list[dict[str, Any]]:
         """All report runs as Stripe would return them now, oldest first.
 
@@ -339,5 +337,3 @@ class StripeSimulator:
         """How many times each fault name fired so far (a copy)."""
         with self.state.lock:
             return dict(self.state.fault_counts)
-
-    # ---------------------------------------------------------------- internals: state

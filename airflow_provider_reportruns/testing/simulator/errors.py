@@ -43,6 +43,7 @@ class ApiError(Exception):
         self.headers = list(headers)
 
     def body(self, request_id: str) -> dict[str, Any]:
+        """The ``{"error": {...}}`` body, fields in Stripe's order."""
         error: dict[str, Any] = {}
         if self.code is not None:
             error["code"] = self.code
@@ -65,6 +66,7 @@ def mask_key(key: str) -> str:
 
 
 def mask_restricted(key: str) -> str:
+    """Mask a restricted key the way Stripe quotes it in a 403: the prefix and the last 6 characters."""
     m = re.match(r"^(rk_(?:test|live)_)(.*)$", key)
     prefix, rest = (m.group(1), m.group(2)) if m else ("", key)
     return f"{prefix}***{rest[-6:]}"
@@ -72,6 +74,8 @@ def mask_restricted(key: str) -> str:
 
 @dataclass
 class Response:
+    """An answer to write: status, headers, and a body in memory or streamed."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
@@ -85,17 +89,20 @@ class Response:
 
 
 def json_response(status: int, payload: Any) -> Response:
+    """A JSON answer, indented as Stripe indents its bodies."""
     body = json.dumps(payload, indent=2).encode()
     return Response(status, [("Content-Type", "application/json")], body)
 
 
 def error_response(error: ApiError, request_id: str) -> Response:
+    """The JSON answer for an error, with its extra headers."""
     response = json_response(error.status, error.body(request_id))
     response.headers.extend(error.headers)
     return response
 
 
 def fault_response(name: str, request_id: str) -> Response:
+    """The canned answer of a 429 or 5xx fault, with ``Stripe-Should-Retry`` where the name says."""
     if name.startswith("429"):
         headers = []
         if name != "429":

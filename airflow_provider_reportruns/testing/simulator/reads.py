@@ -25,7 +25,8 @@ __all__ = [
 ]
 
 
-def decode_query(state: SimulatorState, ctx: Context) -> dict[str, Any]:
+def decode_query(ctx: Context) -> dict[str, Any]:
+    """The query string decoded like a form; Stripe's 400 for a malformed name."""
     try:
         return decode_form(ctx.query_pairs)
     except FormError as exc:
@@ -33,12 +34,14 @@ def decode_query(state: SimulatorState, ctx: Context) -> dict[str, Any]:
 
 
 def only_expand(query: Mapping[str, Any]) -> None:
+    """Refuse any query parameter but ``expand`` (retrieve endpoints take nothing else)."""
     for name in query:
         if name != "expand":
             raise ApiError(400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name)
 
 
 def retrieve(state: SimulatorState, ctx: Context) -> dict[str, Any]:
+    """``GET /v1/reporting/report_runs/{id}``, within the request's account and mode."""
     run_id = ctx.args["id"]
     with state.lock:
         run = state.runs.get(run_id)
@@ -49,6 +52,7 @@ def retrieve(state: SimulatorState, ctx: Context) -> dict[str, Any]:
 
 
 def list_runs(state: SimulatorState, ctx: Context, query: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v1/reporting/report_runs``: ``created`` filters, ``limit`` and cursors, newest first."""
     for name in query:
         if name not in ("created", "limit", "starting_after", "ending_before", "expand"):
             raise ApiError(400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name)
@@ -116,6 +120,7 @@ def list_runs(state: SimulatorState, ctx: Context, query: dict[str, Any]) -> dic
 
 
 def report_types(state: SimulatorState, ctx: Context) -> dict[str, Any]:
+    """``GET /v1/reporting/report_types``: every type the key's mode may see."""
     visible = [
         spec for rid, spec in sorted(REPORT_TYPES.items()) if ctx.livemode or rid not in state.live_only_report_types
     ]
@@ -128,6 +133,7 @@ def report_types(state: SimulatorState, ctx: Context) -> dict[str, Any]:
 
 
 def report_type(state: SimulatorState, ctx: Context, report_type: str) -> dict[str, Any]:
+    """``GET /v1/reporting/report_types/{id}``."""
     spec = REPORT_TYPES.get(report_type)
     if spec is None:
         raise ApiError(
@@ -141,6 +147,7 @@ def report_type(state: SimulatorState, ctx: Context, report_type: str) -> dict[s
 
 
 def file_run(state: SimulatorState, ctx: Context) -> Run:
+    """The run behind a result file id, once succeeded and not expired; 404 otherwise."""
     file_id = ctx.args["id"]
     now = state.clock()
     with state.lock:
@@ -163,12 +170,14 @@ def file_run(state: SimulatorState, ctx: Context) -> Run:
 
 
 def file_contents(state: SimulatorState, ctx: Context) -> Response:
+    """``GET /v1/files/{id}/contents``: the CSV, streamed with an exact ``Content-Length``."""
     run = file_run(state, ctx)
     headers = [("Content-Type", "text/csv"), ("Content-Disposition", f'attachment; filename="{run.id}.csv"')]
     return Response(200, headers, length=state.content_length(run), stream=lambda: state.content_pieces(run))
 
 
 def parse_int(value: Any, param: str) -> int:
+    """A query value as an integer, or Stripe's ``parameter_invalid_integer`` 400."""
     if not isinstance(value, str) or not re.fullmatch(r"-?\d+", value.strip()):
         shown = value if isinstance(value, str) else json.dumps(value)
         raise ApiError(400, f"Invalid integer: {shown}", code="parameter_invalid_integer", param=param)

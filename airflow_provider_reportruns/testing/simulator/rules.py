@@ -46,6 +46,11 @@ __all__ = ["authenticate", "check_columns", "check_create_shape", "create", "exe
 
 
 def authenticate(state: SimulatorState, ctx: Context) -> None:
+    """Accept the simulator's key or a permitted restricted key, and note the mode it implies.
+
+    :raises ApiError: 401 for a missing, publishable or unknown key; 403 for a restricted key
+        without the report runs permission.
+    """
     header = ctx.headers.get("Authorization", "").strip()
     if not header:
         raise ApiError(
@@ -102,7 +107,7 @@ def handle(state: SimulatorState, ctx: Context, fault: Fault | None) -> Response
         state.stopping.wait(fault.delay)
     if ctx.kind == "file_contents":
         return reads.file_contents(state, ctx)
-    query = reads.decode_query(state, ctx)
+    query = reads.decode_query(ctx)
     if ctx.kind == "list":
         return json_response(200, reads.list_runs(state, ctx, query))
     reads.only_expand(query)
@@ -120,10 +125,8 @@ def handle(state: SimulatorState, ctx: Context, fault: Fault | None) -> Response
     raise AssertionError(ctx.kind)
 
 
-# -- create
-
-
 def create(state: SimulatorState, ctx: Context, fault: Fault | None) -> Response:
+    """``POST /v1/reporting/report_runs``: validate, execute once per idempotency key, replay after."""
     key = ctx.headers.get("Idempotency-Key")
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ApiError(
@@ -209,6 +212,7 @@ def create(state: SimulatorState, ctx: Context, fault: Fault | None) -> Response
 
 
 def check_create_shape(form: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The report type and typed parameters of a create form, or Stripe's 400 for its shape."""
     for name in form:
         if name not in ("report_type", "parameters", "expand"):
             raise ApiError(400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name)
@@ -246,6 +250,7 @@ def check_create_shape(form: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def execute_create(state: SimulatorState, ctx: Context, report_type: str, parameters: dict[str, Any]) -> Run:
+    """Check the parameters against the report type and its data, then store a new pending run."""
     spec = REPORT_TYPES.get(report_type)
     if spec is None:
         raise ApiError(

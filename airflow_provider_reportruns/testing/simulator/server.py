@@ -58,6 +58,8 @@ def route(method: str, path: str) -> tuple[str, dict[str, str]]:
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server that tracks its connections so ``stop()`` can drop idle ones."""
+
     daemon_threads = True
     allow_reuse_address = True
     # Hundreds of clients connect at once in benchmarks; the default backlog of 5 would turn
@@ -126,6 +128,8 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    """Answers one connection's requests (HTTP/1.1 keep-alive) from the shared state."""
+
     protocol_version = "HTTP/1.1"
     # Without it every keep-alive response waits ~40 ms on delayed ACK over loopback.
     disable_nagle_algorithm = True

@@ -207,10 +207,12 @@ class SimulatorState:
         self.stopping = threading.Event()
 
     def get_run(self, run_id: str) -> Run:
+        """A run by id; ``KeyError`` when unknown."""
         with self.lock:
             return self.runs[run_id]
 
     def data_end_for(self, report_type: str) -> int:
+        """The end of available data for a report type; call with the lock held."""
         if report_type in self.data_end:
             return self.data_end[report_type]
         if self.data_end_all is not None:
@@ -218,12 +220,14 @@ class SimulatorState:
         return int(self.clock()) // 86400 * 86400
 
     def next_request_id(self) -> str:
+        """A fresh ``req_`` id, derived from the seed so a run replays exactly."""
         with self.lock:
             self.request_no += 1
             n = self.request_no
         return "req_" + b62(hashlib.blake2b(f"{self.seed}:req:{n}".encode(), digest_size=12).digest(), 14)
 
     def pick_fault(self, kind: str) -> Fault | None:
+        """The first fault that fires for a request of ``kind``, if any."""
         with self.lock:
             for index, fault in enumerate(self.faults):
                 if fault.kind not in ("any", kind):
@@ -238,16 +242,19 @@ class SimulatorState:
         return None
 
     def record(self, entry: SimulatorRequest) -> None:
+        """Append a finished request to the log."""
         with self.lock:
             self.log.append(entry)
 
     def arrival(self) -> int:
+        """Number an arriving request."""
         with self.lock:
             n = self.arrivals
             self.arrivals += 1
             return n
 
     def run_state(self, run: Run, now: float, creating: bool = False) -> tuple[str, float | None, str | None]:
+        """A run's ``(status, succeeded_at, error)`` at ``now``."""
         if run.forced_status is not None:
             status = run.forced_status
             return status, run.forced_at if status == "succeeded" else None, run.forced_error
@@ -260,6 +267,7 @@ class SimulatorState:
         return "succeeded", done_at, None
 
     def render_run(self, run: Run, now: float, creating: bool = False) -> dict[str, Any]:
+        """A run as Stripe's ``reporting.report_run`` object at ``now``."""
         status, succeeded, error = self.run_state(run, now, creating)
         result = self.render_file(run, succeeded) if succeeded is not None else None
         return {
@@ -276,6 +284,7 @@ class SimulatorState:
         }
 
     def render_file(self, run: Run, succeeded: float) -> dict[str, Any]:
+        """A succeeded run's result as Stripe's ``file`` object."""
         return {
             "id": run.file_id,
             "object": "file",
@@ -296,17 +305,20 @@ class SimulatorState:
         }
 
     def natural(self, run: Run) -> tuple[bytes, RowMaker]:
+        """A run's own CSV bytes and row maker, built on first use."""
         # Generated outside the lock; two threads racing compute the same bytes.
         if run.content is None or run.maker is None:
             run.content, run.maker = natural_content(REPORT_TYPES[run.report_type], run.parameters)
         return run.content, run.maker
 
     def content_length(self, run: Run) -> int:
+        """The size of a run's result file in bytes."""
         if self.result_size is not None:
             return self.result_size
         return len(self.natural(run)[0])
 
     def content_pieces(self, run: Run) -> Iterator[bytes | memoryview]:
+        """A run's result file as pieces: its rows, then filler up to ``result_size``."""
         natural, maker = self.natural(run)
         if self.result_size is None:
             yield natural
@@ -347,6 +359,7 @@ class SimulatorState:
         return run.account == ctx.account and run.livemode == ctx.livemode
 
     def render_type(self, spec: ReportTypeSpec, livemode: bool) -> dict[str, Any]:
+        """A report type as Stripe's ``reporting.report_type`` object."""
         with self.lock:
             end = self.data_end_for(spec.id)
         return {
