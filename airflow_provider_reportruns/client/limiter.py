@@ -34,7 +34,7 @@ class RateLimiter:
 
     A 429 (:meth:`penalize`) holds back every request not yet on the wire: the check right before
     sending refuses any start until the hold-back is over, so callers that reserved a slot before
-    the 429 wait too, and the pacing of later callers starts after it.
+    the 429 wait too, and start after it no faster than paced callers.
     """
 
     # Extra spacing on top of one second, for requests that arrive at Stripe unevenly delayed.
@@ -82,17 +82,26 @@ class RateLimiter:
             return max(0.0, next_free - self._burst_tolerance - now)
 
     def _try_start(self) -> float:
-        """Record a start now and return 0, or return how long to wait before asking again
-        (a 429 hold-back, or the 1-second window is full)."""
+        """Record a start now and return 0, or return how long to wait before asking again: for
+        a 429 hold-back to end, for the burst to be paced, or for the 1-second window to allow it."""
         with self._lock:
             now = self._clock()
             if now < self._held_until:
                 return self._held_until - now
             starts = self._starts
+            # Requests whose paced slot passed while they queued for a thread (or a hold-back)
+            # would all start together; a burst of threads reaches Stripe spread by the GIL, and
+            # the next wave, timed from the burst's start times, lands in the same second as its
+            # stragglers. So at most BURST starts per BURST paced intervals here too.
+            burst = min(self.BURST, self._window_size)
+            waits = [0.0]
+            if len(starts) >= burst:
+                waits.append(starts[-burst] + burst * self._interval - now)
             if len(starts) >= self._window_size:
-                wait = starts[0] + 1.0 + self.WINDOW_SLACK - now
-                if wait > 0:
-                    return wait
+                waits.append(starts[0] + 1.0 + self.WINDOW_SLACK - now)
+            wait = max(waits)
+            if wait > 0:
+                return wait
             starts.append(now)
             return 0.0
 

@@ -122,10 +122,11 @@ class StripeTransport:
         self.error_class = error_class
         self.error_classes: dict[type[StripeError], type[StripeError]] = {kind: kind for kind in ERROR_KINDS}
         for kind, cls in (error_classes or {}).items():
-            if kind not in ERROR_KINDS or not issubclass(cls, kind):
-                raise ValueError(
-                    f"error_classes maps {kind.__name__} to {cls.__name__}, which is not a subclass of it."
-                )
+            if kind not in ERROR_KINDS:
+                kinds = ", ".join(k.__name__ for k in ERROR_KINDS)
+                raise ValueError(f"error_classes maps {_name(kind)}, which is not one of the kinds {kinds}.")
+            if not isinstance(cls, type) or not issubclass(cls, kind):
+                raise ValueError(f"error_classes maps {kind.__name__} to {_name(cls)}, which is not a subclass of it.")
             self.error_classes[kind] = cls
         self._account = account_resources(
             self.api_base, self._api_key, self.stripe_account, float(max_requests_per_second)
@@ -262,6 +263,9 @@ class StripeTransport:
         Returns the decoded JSON object (``parse_json``) or the open streamed response.
         """
         headers = self._headers(idempotency_key)
+        # Built (and requests imported) before the limiter records the start, so that the start
+        # it records is when the request goes out, not a first import earlier.
+        self.session  # noqa: B018
         attempt = 0
         prelimited = getattr(_thread_state, "prelimited", False)
         _thread_state.prelimited = False
@@ -401,6 +405,10 @@ class StripeTransport:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, mask_key(self._api_key))
+
+
+def _name(value: object) -> str:
+    return value.__name__ if isinstance(value, type) else repr(value)
 
 
 def _seconds_or_none(value: str | None) -> float | None:
