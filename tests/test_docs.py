@@ -1,4 +1,4 @@
-"""Every code block in ``docs/*.md`` and the README runs, or says why it cannot.
+"""Every code block in ``docs/*.md`` and the READMEs runs, or says why it cannot.
 
 A fence's info string is ``<language> [no-run] [dag] [pytest] [file=<path>]``:
 
@@ -37,6 +37,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
+BENCHMARKS = ROOT / "benchmarks" / "README.md"
 DOCS_SIMULATOR = "127.0.0.1:12111"
 SHELLS = {"bash", "sh", "shell"}
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
@@ -85,6 +86,8 @@ def pages() -> dict[str, list[Block]]:
         f"docs/{path.name}": parse_blocks(path.read_text(), f"docs/{path.name}") for path in sorted(DOCS.glob("*.md"))
     }
     found["README.md"] = parse_blocks(README.read_text(), "README.md")
+    # Its commands take minutes (tests/test_benchmarks_quick.py runs the quick form); the rules still apply.
+    found["benchmarks/README.md"] = parse_blocks(BENCHMARKS.read_text(), "benchmarks/README.md")
     return found
 
 
@@ -275,7 +278,7 @@ def _anchors(markdown: str) -> set[str]:
 
 
 def test_docs_link_to_pages_and_headings_that_exist() -> None:
-    texts = {path: path.read_text() for path in [*DOCS.glob("*.md"), README, ROOT / "benchmarks" / "README.md"]}
+    texts = {path: path.read_text() for path in [*DOCS.glob("*.md"), README, BENCHMARKS]}
     missing = []
     for path, text in texts.items():
         for target, anchor in re.findall(r"\]\(([^)#\s:]*\.md|)(?:#([^)\s]+))?\)", text):
