@@ -1,4 +1,4 @@
-"""Every code block in ``docs/*.md`` (and the README's install section) runs, or says why it cannot.
+"""Every code block in ``docs/*.md`` and the READMEs runs, or says why it cannot.
 
 A fence's info string is ``<language> [no-run] [dag] [pytest] [file=<path>]``:
 
@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-README_SECTION = "install"
+README = ROOT / "README.md"
+BENCHMARKS = ROOT / "benchmarks" / "README.md"
 DOCS_SIMULATOR = "127.0.0.1:12111"
 SHELLS = {"bash", "sh", "shell"}
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n`]*)$")
@@ -79,19 +81,13 @@ def parse_blocks(text: str, name: str, first_line: int = 1) -> list[Block]:
     return blocks
 
 
-def readme_section() -> tuple[str, int]:
-    text = (ROOT / "README.md").read_text()
-    begin = text.index(f"<!-- section:{README_SECTION} -->")
-    end = text.index(f"<!-- /section:{README_SECTION} -->")
-    return text[begin:end], text[:begin].count("\n") + 1
-
-
 def pages() -> dict[str, list[Block]]:
     found = {
         f"docs/{path.name}": parse_blocks(path.read_text(), f"docs/{path.name}") for path in sorted(DOCS.glob("*.md"))
     }
-    section, line = readme_section()
-    found["README.md#install"] = parse_blocks(section, "README.md", line)
+    found["README.md"] = parse_blocks(README.read_text(), "README.md")
+    # Its commands take minutes (tests/test_benchmarks_quick.py runs the quick form); the rules still apply.
+    found["benchmarks/README.md"] = parse_blocks(BENCHMARKS.read_text(), "benchmarks/README.md")
     return found
 
 
@@ -123,6 +119,7 @@ def test_docs_exist_and_have_code() -> None:
         "deferrable.md",
         "testing.md",
         "troubleshooting.md",
+        "errors-and-retries.md",
     }
     assert expected <= {path.name for path in DOCS.glob("*.md")}
     assert sum(len(blocks) for blocks in PAGES.values()) >= 20
@@ -281,8 +278,7 @@ def _anchors(markdown: str) -> set[str]:
 
 
 def test_docs_link_to_pages_and_headings_that_exist() -> None:
-    texts = {path: path.read_text() for path in DOCS.glob("*.md")}
-    texts[ROOT / "README.md"] = readme_section()[0]
+    texts = {path: path.read_text() for path in [*DOCS.glob("*.md"), README, BENCHMARKS]}
     missing = []
     for path, text in texts.items():
         for target, anchor in re.findall(r"\]\(([^)#\s:]*\.md|)(?:#([^)\s]+))?\)", text):
@@ -292,3 +288,24 @@ def test_docs_link_to_pages_and_headings_that_exist() -> None:
             elif anchor and anchor not in _anchors(linked.read_text()):
                 missing.append(f"{path.relative_to(ROOT)} -> {target}#{anchor}")
     assert missing == []
+
+
+def test_docs_quote_what_the_simulator_prints(tmp_path: Path) -> None:
+    """The first thing a new reader runs: its output in the docs must be what it prints today."""
+    ready = tmp_path / "simulator.url"
+    command = [sys.executable, "-m", "airflow_provider_reportruns.testing", "--port", "0", "--ready-file", str(ready)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(300):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists(), "the simulator did not start"
+    finally:
+        proc.terminate()
+        printed, _ = proc.communicate(timeout=30)
+    address = ready.read_text().strip().removeprefix("http://")
+    lines = printed.replace(address, DOCS_SIMULATOR).splitlines()[:2]
+    assert lines[0].startswith("Stripe Reporting simulator listening on"), printed
+    for page in (DOCS / "testing.md", README):
+        assert "\n".join(lines) in page.read_text(), f"{page.relative_to(ROOT)} should show:\n" + "\n".join(lines)

@@ -1,6 +1,6 @@
 """Bad input and the message the user reads: one row per mistake, each asserted word for word
-where it matters. The README section "Errors you may read" lists the same rows (a test below keeps
-the two in step).
+where it matters. The section "Errors you may read" of docs/errors-and-retries.md lists the same
+rows (a test below keeps the two in step).
 
 Stripe's side is the local simulator over HTTP; operators run their ``execute`` with a minimal
 context (the one real DAG run is the Airflow 3 zero-length interval).
@@ -301,8 +301,8 @@ def test_daily_preset_on_airflow_3_fails_the_create_with_the_timetable_to_use(wo
     assert world.sim.report_runs() == []
 
 
-def test_readme_lists_every_row() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("<!-- section:errors -->", 1)[1].split("<!-- /section:errors -->", 1)[0]
+def test_docs_list_every_row() -> None:
+    page = (REPO / "docs" / "errors-and-retries.md").read_text()
+    section = page.split("<!-- section:errors -->", 1)[1].split("<!-- /section:errors -->", 1)[0]
     missing = [row.input for row in ROWS if f"| {row.input} |" not in section]
-    assert not missing, f"README errors section lacks rows for: {missing}"
+    assert not missing, f"the errors section of docs/errors-and-retries.md lacks rows for: {missing}"
