@@ -94,10 +94,12 @@ def check_report_run(report_run: Mapping[str, Any]) -> bool:
     Raises :class:`StripeReportRunFailed` with Stripe's own error text for a failed run. Any
     status Stripe may add later counts as not finished, never as success.
     """
-    status = report_run.get("status")
-    if status == ReportRunStatus.SUCCEEDED:
+    from airflow_provider_reportruns.waiting import run_outcome
+
+    outcome = run_outcome(report_run)
+    if outcome == ReportRunStatus.SUCCEEDED:
         return True
-    if status == ReportRunStatus.FAILED:
+    if outcome == ReportRunStatus.FAILED:
         raise StripeReportRunFailed(
             f"Stripe report run {report_run.get('id')} ({report_run.get('report_type')}) failed: "
             f"{report_run.get('error') or 'Stripe gave no error message'}",
@@ -163,6 +165,9 @@ class StripeReportingHook(BaseHook):
         self._timeout = timeout
         self._max_retries = max_retries
         self._initial_backoff = initial_backoff
+        # "test" or "live", from the key's prefix once the client is built: advice about keys
+        # names a key of the mode the person chose.
+        self.key_mode: str | None = None
 
     # -- connection → client ---------------------------------------------------------------------
 
@@ -201,8 +206,10 @@ class StripeReportingHook(BaseHook):
         }
         if self._initial_backoff is not None:
             kwargs["initial_backoff"] = self._initial_backoff
+        key = conn.password or ""
+        self.key_mode = "test" if key.startswith(("sk_test_", "rk_test_")) else "live"
         try:
-            return StripeReportingClient(conn.password or "", **kwargs)
+            return StripeReportingClient(key, **kwargs)
         except ValueError as exc:
             message = str(exc)
             if source not in message:  # the key checks already name the connection
@@ -337,7 +344,7 @@ class StripeReportingHook(BaseHook):
         try:
             types = client.list_report_types()
         except StripeError as exc:
-            return False, _test_failure_message(exc, client.api_base)
+            return False, _test_failure_message(exc, client.api_base, self.key_mode or "live")
         finally:
             client.max_retries = retries
         mode = ("a live-mode key" if types[0].get("livemode") else "a test-mode key") if types else "the key"
@@ -378,15 +385,16 @@ class StripeReportingHook(BaseHook):
         }
 
 
-def _test_failure_message(exc: StripeError, api_base: str) -> str:
-    """What the connection test tells a person: what happened, then what to change."""
+def _test_failure_message(exc: StripeError, api_base: str, key_mode: str = "live") -> str:
+    """What the connection test tells a person: what happened, then what to change (``key_mode``:
+    ``test`` or ``live``, the mode of the key given, which the advice keeps)."""
     said = (exc.stripe_message or "").strip()
     if said and not said.endswith((".", "!", "?")):
         said += "."
     if exc.http_status == 401:
         return (
-            f"Stripe rejected the secret key (401): {said} Put a secret key (sk_live_…) or a restricted key "
-            "(rk_live_…) from the Stripe Dashboard (Developers → API keys) in the Secret key field."
+            f"Stripe rejected the secret key (401): {said} Put a secret key (sk_{key_mode}_…) or a restricted key "
+            f"(rk_{key_mode}_…) from the Stripe Dashboard (Developers → API keys) in the Secret key field."
         )
     if exc.http_status == 403:
         return (
