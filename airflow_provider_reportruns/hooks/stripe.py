@@ -26,8 +26,8 @@ from airflow_provider_reportruns.client import (
     StripePermanentError,
     StripeReportingClient,
     StripeTransientError,
-    _is_loopback,
     result_file,
+    validate_api_base,
 )
 
 if TYPE_CHECKING:
@@ -420,14 +420,15 @@ def _api_base(host: str | None, port: int | None, source: str) -> str:
     if not host:
         return DEFAULT_API_BASE
     if "://" not in host:
-        name = urlsplit(f"//{host}").hostname or host
-        scheme = "http" if _is_loopback(name) else "https"
-        host = f"{scheme}://{host}"
+        # The client alone decides where plain http may go (loopback only): ask it, not a copy.
+        try:
+            validate_api_base(f"http://{host}")
+            host = f"http://{host}"
+        except ValueError:
+            host = f"https://{host}"
     if port and urlsplit(host).port is None:
         host = f"{host.rstrip('/')}:{port}"
     try:
-        from airflow_provider_reportruns.client import validate_api_base
-
         return validate_api_base(host)
     except ValueError as exc:
         raise StripeReportingError(f"{exc} (host of {source})") from None
