@@ -346,3 +346,44 @@ def test_a_transient_create_failure_keeps_airflows_retries(write_dag, start_sim)
     assert result.task_state("task") == "success"
     assert len(result.logs("task")) == 2
     assert len(simulator.report_runs()) == 1
+
+
+@pytest.mark.parametrize("task", ["sensor", "create"])
+def test_a_permanent_error_in_the_trigger_fails_the_deferred_task_without_retries(
+    write_dag, start_sim, after_first, task: str
+) -> None:
+    simulator = start_sim(run_delay=3600.0)
+    if task == "sensor":
+        from airflow_provider_reportruns.client import StripeReportingClient
+
+        with StripeReportingClient(simulator.api_key, api_base=simulator.url) as client:
+            run_id = client.create_report_run("balance.summary.1", {"interval_start": MAR_1, "interval_end": MAR_2})[
+                "id"
+            ]
+        source = (
+            f'StripeReportRunSensor(task_id="task", report_run_id={run_id!r}, poke_interval=0.2, timeout=60, '
+            "deferrable=True)"
+        )
+    else:
+        source = (
+            'StripeCreateReportRunOperator(task_id="task", report_type="balance.summary.1", '
+            "wait_for_completion=True, deferrable=True, poll_interval=0.2, timeout=60)"
+        )
+    # The task's own first look (its poke, or its create) succeeds; every look after it, the
+    # trigger's, is refused for good.
+    first_look = "retrieve" if task == "sensor" else "create"
+    simulator.clear_requests()
+    after_first(
+        simulator,
+        lambda r: r.kind == first_look,
+        0.0,
+        lambda: simulator.add_fault(Fault("retrieve", "500_should_retry_false")),
+    )
+    dag_id = f"trigger_permanent_{task}"
+
+    result = run_dag(dag_file(write_dag, dag_id, source), dag_id, logical_date=DAY)
+
+    assert result.task_state("task") == "failed"
+    assert len(result.logs("task")) == 1, "a permanent error met in the triggerer was retried"
+    assert "[DAG TEST] running trigger in line" in result.log("task")
+    assert "500" in result.log("task")
