@@ -45,7 +45,10 @@ try:
 except ImportError:
     from airflow import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
-from airflow_provider_reportruns.operators.report_run import StripeCreateReportRunOperator
+from airflow_provider_reportruns.operators.report_run import (
+    StripeCreateReportRunOperator,
+    StripeDownloadReportRunOperator,
+)
 from airflow_provider_reportruns.operators.report_to_storage import StripeReportToStorageOperator
 from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
 from airflow_provider_reportruns.sensors.report_type import StripeReportDataAvailableSensor
@@ -287,6 +290,11 @@ def test_when_the_report_types_cannot_be_read_the_typo_keeps_stripes_message(wri
             " interval_start=dt.datetime(2024, 3, 1), interval_end=dt.datetime(2024, 3, 2))",
             "naive",
             id="one-task-naive-datetime",
+        ),
+        pytest.param(
+            'StripeDownloadReportRunOperator(task_id="task", report_run_id="12345", destination="/tmp/x.csv")',
+            "report_run_id must be a report run id (frr_…) or the report run sensor's XCom, got '12345'.",
+            id="malformed-run-id",
         ),
         pytest.param(
             'StripeReportRunSensor(task_id="task", report_run_id="frr_doesNotExist", poke_interval=0.1, timeout=30)',
