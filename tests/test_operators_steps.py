@@ -17,7 +17,7 @@ from airflow_harness import run_dag
 
 from airflow_provider_reportruns.operators.report_run import StripeCreateReportRunOperator
 from airflow_provider_reportruns.operators.report_to_storage import StripeReportToStorageOperator
-from airflow_provider_reportruns.operators.steps import normalized_parameters
+from airflow_provider_reportruns.operators.steps import ReuseLookup, RunRequest, normalized_parameters
 from airflow_provider_reportruns.testing.simulator import StripeSimulator
 
 UTC = dt.timezone.utc
@@ -61,6 +61,33 @@ def create_run(simulator: StripeSimulator, parameters: dict[str, Any]) -> str:
         run_id = str(client.create_report_run("balance.summary.1", parameters)["id"])
     simulator.clear_requests()
     return run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Values passed between steps
+
+
+def test_the_idempotency_key_changes_only_with_its_inputs() -> None:
+    request = RunRequest("stripe_default", "balance.summary.1", {"interval_end": MAR_2}, ("d", "r", "t", -1, 1))
+    same = RunRequest("stripe_default", "balance.summary.1", {"interval_end": MAR_2}, ("d", "r", "t", -1, 1))
+    key = request.idempotency_key()
+
+    assert key == same.idempotency_key() and key.startswith("airflow-reportruns-")
+    assert request.idempotency_key(("frr_failed",)) != key  # a failed run seen: a new run, a new key
+    assert request.idempotency_key(after_data_wait=True) != key  # Stripe kept the refusal under the old one
+    next_try = RunRequest("stripe_default", "balance.summary.1", {"interval_end": MAR_2}, ("d", "r", "t", -1, 2))
+    assert next_try.idempotency_key() != key
+
+
+@pytest.mark.parametrize(
+    ("durations", "delay"), [((), 30.0), ((4.0, 2.0, 9.0), 4.0), ((100.0, 200.0), 30.0), ((0.0,), 0.0)]
+)
+def test_the_first_poll_comes_after_the_median_of_recent_runs_never_later_than_the_poll_interval(
+    durations: tuple[float, ...], delay: float
+) -> None:
+    assert ReuseLookup(recent_durations=durations).first_poll_delay(30.0) == delay
+    operator = StripeCreateReportRunOperator(task_id="t", report_type="balance.summary.1", poll_interval=30)
+    assert operator.first_poll_delay(ReuseLookup(recent_durations=durations)) == delay
 
 
 # ---------------------------------------------------------------------------------------------

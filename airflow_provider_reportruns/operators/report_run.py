@@ -189,6 +189,18 @@ class StripeCreateReportRunOperator(BaseOperator):
 
         return find_reusable_run(self.hook, self.report_type, params, lookback=self.reuse_lookback, log=self.log)
 
+    def idempotency_key(self, params: Mapping[str, Any], context: Context, lookup: ReuseLookup | None = None) -> str:
+        """The key a create of ``params`` in this task try carries (see :class:`RunRequest`).
+
+        :param lookup: what the reuse lookup found; its failed runs change the key.
+        """
+        request = RunRequest.for_task(self.stripe_conn_id, self.report_type, params, context)
+        return request.idempotency_key(lookup.failed_run_ids if lookup else ())
+
+    def first_poll_delay(self, lookup: ReuseLookup | None = None) -> float:
+        """Seconds from the create to the first status poll (see :meth:`ReuseLookup.first_poll_delay`)."""
+        return (lookup or ReuseLookup()).first_poll_delay(self.poll_interval)
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger with the same status model and errors as the polling path."""
         from airflow_provider_reportruns.triggers.events import report_run_from_event
