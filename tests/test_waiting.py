@@ -297,6 +297,11 @@ def test_when_the_report_types_cannot_be_read_the_typo_keeps_stripes_message(wri
             id="malformed-run-id",
         ),
         pytest.param(
+            'StripeReportRunSensor(task_id="task", report_run_id="po_notARun", poke_interval=0.1, timeout=30)',
+            "report_run_id 'po_notARun' is not a Stripe report run id (they start with 'frr_').",
+            id="sensor-malformed-run-id",
+        ),
+        pytest.param(
             'StripeReportRunSensor(task_id="task", report_run_id="frr_doesNotExist", poke_interval=0.1, timeout=30)',
             "No such reporting.report_run: 'frr_doesNotExist'",
             id="sensor-unknown-run",

@@ -8,6 +8,7 @@ goes through :class:`~airflow_provider_reportruns.client.StripeReportingClient`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
@@ -228,11 +229,13 @@ class StripeReportingHook(BaseHook):
             ``columns``, ``currency``, ``payout``, ``reporting_category``, ``timezone``, ``connected_account``.
         :param idempotency_key: reused on every retry; generated when omitted.
         """
-        return self.client.create_report_run(report_type, parameters, idempotency_key=idempotency_key)
+        with _arguments_checked():
+            return self.client.create_report_run(report_type, parameters, idempotency_key=idempotency_key)
 
     def get_report_run(self, report_run_id: str) -> dict[str, Any]:
         """Fetch a report run (``GET /v1/reporting/report_runs/{id}``)."""
-        return self.client.get_report_run(report_run_id)
+        with _arguments_checked():
+            return self.client.get_report_run(report_run_id)
 
     def list_report_runs(
         self,
@@ -267,7 +270,8 @@ class StripeReportingHook(BaseHook):
 
     def get_report_type(self, report_type: str) -> dict[str, Any]:
         """One report type with its data availability (``GET /v1/reporting/report_types/{id}``)."""
-        return self.client.get_report_type(report_type)
+        with _arguments_checked():
+            return self.client.get_report_type(report_type)
 
     # -- result files ----------------------------------------------------------------------------
 
@@ -383,6 +387,16 @@ class StripeReportingHook(BaseHook):
             )
             for name, field in EXTRA_FIELDS.items()
         }
+
+
+@contextlib.contextmanager
+def _arguments_checked() -> Iterator[None]:
+    """The client refuses a malformed argument (an id that is not one, …) with ``ValueError``
+    before any request; in a task that is a permanent error: no retry can fix the argument."""
+    try:
+        yield
+    except ValueError as exc:
+        raise StripeReportingPermanentError(str(exc)) from None
 
 
 def _test_failure_message(exc: StripeError, api_base: str, key_mode: str = "live") -> str:
