@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow_provider_reportruns.client import to_unix_seconds
 
-__all__ = ["ReportInterval", "interval_fields", "resolve_interval"]
+__all__ = ["ReportInterval", "interval_fields", "iso_utc", "resolve_interval", "utc_date"]
 
 EMPTY_INTERVAL_HELP = (
     "The DAG run's data interval is empty (data_interval_start == data_interval_end == {start}). "
@@ -110,7 +110,7 @@ def resolve_interval(
         dag_start = to_unix_seconds(data_interval_start, "data_interval_start")
         dag_end = to_unix_seconds(data_interval_end, "data_interval_end")
         if "interval_start" in from_dag_run and dag_start == dag_end:
-            raise ValueError(EMPTY_INTERVAL_HELP.format(start=_iso(dag_start)))
+            raise ValueError(EMPTY_INTERVAL_HELP.format(start=iso_utc(dag_start)))
         values = {"interval_start": dag_start, "interval_end": dag_end}
         for name in from_dag_run:
             explicit[name] = values[name]
@@ -118,13 +118,27 @@ def resolve_interval(
     start, end = explicit.get("interval_start"), explicit["interval_end"]
     if start is not None and end <= start:
         raise ValueError(
-            f"interval_end ({_iso(end)}) must be after interval_start ({_iso(start)}): Stripe intervals are "
+            f"interval_end ({iso_utc(end)}) must be after interval_start ({iso_utc(start)}): Stripe intervals are "
             "half-open, [interval_start, interval_end)."
         )
     return ReportInterval(start, end)
 
 
-def _iso(seconds: int) -> str:
+def iso_utc(seconds: Any) -> str:
+    """``2024-03-01 00:00:00 UTC``: how messages and logs show Unix seconds (anything else, such
+    as a ``None`` Stripe sent, is shown as it is)."""
     import datetime as dt
 
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        return str(seconds)
     return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def utc_date(seconds: int) -> str:
+    """``2024-03-01``: the UTC date of Unix seconds, as destination paths name an interval."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+_iso = iso_utc  # the name this module's callers used before it was public

@@ -215,12 +215,13 @@ def test_button_accepts_a_restricted_key_with_the_reporting_permission(press_tes
     assert ok, message
 
 
-def test_button_explains_a_rejected_key(press_test: Any) -> None:
-    ok, message = press_test("sk_test_notTheRightKey42")
+@pytest.mark.parametrize("mode", ["test", "live"])
+def test_button_explains_a_rejected_key_and_advises_a_key_of_the_same_mode(press_test: Any, mode: str) -> None:
+    ok, message = press_test(f"sk_{mode}_notTheRightKey42")
     assert not ok
-    assert message.startswith("Stripe rejected the secret key (401): Invalid API Key provided: sk_test_")
+    assert message.startswith(f"Stripe rejected the secret key (401): Invalid API Key provided: sk_{mode}_")
     assert message.endswith(
-        "Put a secret key (sk_live_…) or a restricted key (rk_live_…) from the Stripe Dashboard "
+        f"Put a secret key (sk_{mode}_…) or a restricted key (rk_{mode}_…) from the Stripe Dashboard "
         "(Developers → API keys) in the Secret key field."
     )
     assert "notTheRightKey42" not in message

@@ -15,7 +15,7 @@ import pytest
 from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
-from airflow_provider_reportruns.testing.simulator import StripeSimulator
+from airflow_provider_reportruns.testing.simulator import Fault, StripeSimulator
 
 UTC = dt.timezone.utc
 DAY = dt.datetime(2024, 3, 2, tzinfo=UTC)
@@ -274,3 +274,38 @@ def test_a_deferring_sensor_leaves_a_poke_interval_between_its_poke_and_the_trig
     gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(polls)]
     assert len(polls) == 3, gaps
     assert all(gap >= 0.9 for gap in gaps), gaps
+
+
+def test_a_failed_run_fails_the_very_first_poke(stripe_conn) -> None:
+    """Within one request, not after a sensor timeout: a poke that kept waiting on ``failed``
+    would return False here."""
+    from airflow_provider_reportruns._compat import AirflowFailException
+    from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
+
+    run_id = create_run(stripe_conn)
+    stripe_conn.finish_report_run(run_id, status="failed", error="Simulated: ledger unavailable.")
+    sensor = StripeReportRunSensor(task_id="wait", report_run_id=run_id, deferrable=False)
+
+    with pytest.raises(AirflowFailException, match=re.escape("Simulated: ledger unavailable.")):
+        sensor.poke({})  # type: ignore[arg-type]  # poke reads nothing from the context
+    assert [r.kind for r in stripe_conn.requests() if r.kind == "retrieve"] == ["retrieve"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stripe_outage_during_the_wait_is_waited_through_in_every_mode(
+    write_dag, start_sim, after_first_poll, mode: str
+) -> None:
+    simulator = start_sim(run_delay=3600.0, extra={"max_retries": 0})
+    run_id = create_run(simulator)
+
+    def outage_then_success() -> None:
+        simulator.add_fault(Fault("retrieve", "503", times=3))
+        simulator.finish_report_run(run_id)
+
+    after_first_poll(simulator, run_id, 0.0, outage_then_success)
+    dag_id = f"outage_{mode}"
+
+    result = run_dag(sensor_dag(write_dag, dag_id, run_id, mode, retries=0), dag_id, logical_date=DAY)
+
+    assert result.task_state("wait") == "success", whole_log(result)
+    assert [r.status for r in simulator.requests() if r.kind == "retrieve"].count(503) == 3

@@ -15,7 +15,7 @@ import pytest
 from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
-from airflow_provider_reportruns.testing.simulator import StripeSimulator
+from airflow_provider_reportruns.testing.simulator import Fault, StripeSimulator
 
 UTC = dt.timezone.utc
 DAY = dt.datetime(2024, 3, 2, tzinfo=UTC)  # the DAG run's data interval is [Mar 1, Mar 2)
@@ -197,3 +197,22 @@ def test_a_deferring_sensor_leaves_a_poke_interval_between_its_check_and_the_tri
     gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(checks)]
     assert len(checks) == 3, gaps
     assert all(gap >= 0.9 for gap in gaps), gaps
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_a_stripe_outage_during_the_data_wait_is_waited_through_in_every_mode(
+    write_dag, start_sim, after_first_check, mode: str
+) -> None:
+    simulator = start_sim(data_available_end=MAR_2 - 6 * HOUR, extra={"max_retries": 0})
+
+    def outage_then_refresh() -> None:
+        simulator.add_fault(Fault("report_type", "503", times=3))
+        simulator.set_data_available_end(MAR_2 + 6 * HOUR)
+
+    after_first_check(simulator, 0.0, outage_then_refresh)
+    dag_id = f"data_outage_{mode}"
+
+    result = run_dag(sensor_dag(write_dag, dag_id, mode), dag_id, logical_date=DAY)
+
+    assert result.task_state("wait_for_data") == "success", whole_log(result)
+    assert [c.status for c in type_checks(simulator)].count(503) == 3

@@ -105,6 +105,99 @@ def test_serialize_round_trips_through_primitives_and_never_holds_the_key(start_
     assert type(trigger)(**kwargs).serialize() == (classpath, kwargs)
 
 
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (
+            StripeReportRunTrigger(
+                "frr_1",
+                stripe_conn_id="stripe_eu",
+                poll_interval=7.5,
+                end_time=1700000600.5,
+                first_poll_at=1700000010.0,
+            ),
+            (
+                "airflow_provider_reportruns.triggers.report_run.StripeReportRunTrigger",
+                {
+                    "report_run_id": "frr_1",
+                    "stripe_conn_id": "stripe_eu",
+                    "poll_interval": 7.5,
+                    "end_time": 1700000600.5,
+                    "first_poll_at": 1700000010.0,
+                },
+            ),
+        ),
+        (
+            StripeReportDataAvailableTrigger(
+                "balance.summary.1",
+                MAR_2,
+                stripe_conn_id="stripe_eu",
+                poll_interval=600.0,
+                end_time=1700000600.5,
+                first_poll_at=None,
+            ),
+            (
+                "airflow_provider_reportruns.triggers.report_type.StripeReportDataAvailableTrigger",
+                {
+                    "report_type": "balance.summary.1",
+                    "interval_end": MAR_2,
+                    "stripe_conn_id": "stripe_eu",
+                    "poll_interval": 600.0,
+                    "end_time": 1700000600.5,
+                    "first_poll_at": None,
+                },
+            ),
+        ),
+    ],
+    ids=["report-run", "data-available"],
+)
+def test_serialize_gives_exactly_the_complete_kwargs(trigger: Any, expected: tuple[str, dict[str, Any]]) -> None:
+    assert trigger.serialize() == expected
+
+
+@pytest.mark.parametrize("kind", ["report-run", "data-available"])
+def test_a_trigger_rebuilt_from_serialize_still_ends_at_its_deadline(start_sim, kind: str) -> None:
+    simulator = start_sim(run_delay=3600.0, data_available_end=MAR_2 - (3600 if kind == "data-available" else 0))
+    if kind == "report-run":
+        [run_id] = create_runs(simulator)
+        first: Any = StripeReportRunTrigger(run_id, poll_interval=0.1, end_time=time.time() + 1.0)
+    else:
+        first = StripeReportDataAvailableTrigger(
+            "balance.summary.1", MAR_2, poll_interval=0.1, end_time=time.time() + 1.0
+        )
+    classpath, kwargs = first.serialize()
+    rebuilt = import_class(classpath)(**kwargs)
+
+    [event] = events_of(rebuilt, timeout=10.0)  # a lost end_time would wait for ever
+
+    assert event["status"] == "timeout"
+
+
+def test_the_http_call_runs_off_the_event_loop_even_when_stripe_is_slow(start_sim) -> None:
+    # Each status check takes 1.5 s at the simulator: a call made on the loop would stop the
+    # ticker below for that long (loopback alone answers too fast to show it).
+    simulator = start_sim(run_delay=3600.0, faults=[Fault("retrieve", "slow", delay=1.5, times=1)])
+    [run_id] = create_runs(simulator)
+    gaps: list[float] = []
+
+    async def tick_while_polling() -> None:
+        trigger = StripeReportRunTrigger(run_id, poll_interval=0.1, end_time=time.time() + 2.5)
+        waiting = asyncio.ensure_future(trigger.run().__anext__())
+        last = time.monotonic()
+        while not waiting.done():
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        await waiting
+
+    asyncio.run(asyncio.wait_for(tick_while_polling(), 30))
+
+    [slow] = [r for r in retrieves(simulator) if r.fault == "slow"]
+    assert slow.duration >= 1.4
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s during a request"
+
+
 def test_a_trigger_recreated_from_serialize_resumes_the_same_run_and_never_creates_one(start_sim) -> None:
     simulator = start_sim(run_delay=3600.0)
     [run_id] = create_runs(simulator)
@@ -179,6 +272,7 @@ def test_a_non_transient_stripe_error_ends_the_wait_with_an_error_event(stripe_c
     [event] = events_of(StripeReportRunTrigger("frr_doesnotexist000000000", poll_interval=0.1))
 
     assert event["status"] == "error"
+    assert event["error_kind"] == "permanent"  # so the task fails without retries, as a poke does
     assert "404" in event["message"]
     assert "No such reporting.report_run: 'frr_doesnotexist000000000'" in event["message"]
 
@@ -187,6 +281,7 @@ def test_a_missing_connection_gives_an_error_event_naming_it(airflow_db: None) -
     [event] = events_of(StripeReportRunTrigger("frr_any", stripe_conn_id="stripe_nowhere", poll_interval=0.1))
 
     assert event["status"] == "error"
+    assert event["error_kind"] is None
     assert "The Airflow connection 'stripe_nowhere' is not defined" in event["message"]
 
 

@@ -8,6 +8,7 @@ goes through :class:`~airflow_provider_reportruns.client.StripeReportingClient`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
@@ -26,8 +27,8 @@ from airflow_provider_reportruns.client import (
     StripePermanentError,
     StripeReportingClient,
     StripeTransientError,
-    _is_loopback,
     result_file,
+    validate_api_base,
 )
 
 if TYPE_CHECKING:
@@ -94,10 +95,12 @@ def check_report_run(report_run: Mapping[str, Any]) -> bool:
     Raises :class:`StripeReportRunFailed` with Stripe's own error text for a failed run. Any
     status Stripe may add later counts as not finished, never as success.
     """
-    status = report_run.get("status")
-    if status == ReportRunStatus.SUCCEEDED:
+    from airflow_provider_reportruns.waiting import run_outcome
+
+    outcome = run_outcome(report_run)
+    if outcome == ReportRunStatus.SUCCEEDED:
         return True
-    if status == ReportRunStatus.FAILED:
+    if outcome == ReportRunStatus.FAILED:
         raise StripeReportRunFailed(
             f"Stripe report run {report_run.get('id')} ({report_run.get('report_type')}) failed: "
             f"{report_run.get('error') or 'Stripe gave no error message'}",
@@ -163,6 +166,9 @@ class StripeReportingHook(BaseHook):
         self._timeout = timeout
         self._max_retries = max_retries
         self._initial_backoff = initial_backoff
+        # "test" or "live", from the key's prefix once the client is built: advice about keys
+        # names a key of the mode the person chose.
+        self.key_mode: str | None = None
 
     # -- connection → client ---------------------------------------------------------------------
 
@@ -201,8 +207,10 @@ class StripeReportingHook(BaseHook):
         }
         if self._initial_backoff is not None:
             kwargs["initial_backoff"] = self._initial_backoff
+        key = conn.password or ""
+        self.key_mode = "test" if key.startswith(("sk_test_", "rk_test_")) else "live"
         try:
-            return StripeReportingClient(conn.password or "", **kwargs)
+            return StripeReportingClient(key, **kwargs)
         except ValueError as exc:
             message = str(exc)
             if source not in message:  # the key checks already name the connection
@@ -221,11 +229,13 @@ class StripeReportingHook(BaseHook):
             ``columns``, ``currency``, ``payout``, ``reporting_category``, ``timezone``, ``connected_account``.
         :param idempotency_key: reused on every retry; generated when omitted.
         """
-        return self.client.create_report_run(report_type, parameters, idempotency_key=idempotency_key)
+        with _arguments_checked():
+            return self.client.create_report_run(report_type, parameters, idempotency_key=idempotency_key)
 
     def get_report_run(self, report_run_id: str) -> dict[str, Any]:
         """Fetch a report run (``GET /v1/reporting/report_runs/{id}``)."""
-        return self.client.get_report_run(report_run_id)
+        with _arguments_checked():
+            return self.client.get_report_run(report_run_id)
 
     def list_report_runs(
         self,
@@ -260,7 +270,8 @@ class StripeReportingHook(BaseHook):
 
     def get_report_type(self, report_type: str) -> dict[str, Any]:
         """One report type with its data availability (``GET /v1/reporting/report_types/{id}``)."""
-        return self.client.get_report_type(report_type)
+        with _arguments_checked():
+            return self.client.get_report_type(report_type)
 
     # -- result files ----------------------------------------------------------------------------
 
@@ -337,7 +348,7 @@ class StripeReportingHook(BaseHook):
         try:
             types = client.list_report_types()
         except StripeError as exc:
-            return False, _test_failure_message(exc, client.api_base)
+            return False, _test_failure_message(exc, client.api_base, self.key_mode or "live")
         finally:
             client.max_retries = retries
         mode = ("a live-mode key" if types[0].get("livemode") else "a test-mode key") if types else "the key"
@@ -378,15 +389,26 @@ class StripeReportingHook(BaseHook):
         }
 
 
-def _test_failure_message(exc: StripeError, api_base: str) -> str:
-    """What the connection test tells a person: what happened, then what to change."""
+@contextlib.contextmanager
+def _arguments_checked() -> Iterator[None]:
+    """The client refuses a malformed argument (an id that is not one, …) with ``ValueError``
+    before any request; in a task that is a permanent error: no retry can fix the argument."""
+    try:
+        yield
+    except ValueError as exc:
+        raise StripeReportingPermanentError(str(exc)) from None
+
+
+def _test_failure_message(exc: StripeError, api_base: str, key_mode: str = "live") -> str:
+    """What the connection test tells a person: what happened, then what to change (``key_mode``:
+    ``test`` or ``live``, the mode of the key given, which the advice keeps)."""
     said = (exc.stripe_message or "").strip()
     if said and not said.endswith((".", "!", "?")):
         said += "."
     if exc.http_status == 401:
         return (
-            f"Stripe rejected the secret key (401): {said} Put a secret key (sk_live_…) or a restricted key "
-            "(rk_live_…) from the Stripe Dashboard (Developers → API keys) in the Secret key field."
+            f"Stripe rejected the secret key (401): {said} Put a secret key (sk_{key_mode}_…) or a restricted key "
+            f"(rk_{key_mode}_…) from the Stripe Dashboard (Developers → API keys) in the Secret key field."
         )
     if exc.http_status == 403:
         return (
@@ -412,14 +434,15 @@ def _api_base(host: str | None, port: int | None, source: str) -> str:
     if not host:
         return DEFAULT_API_BASE
     if "://" not in host:
-        name = urlsplit(f"//{host}").hostname or host
-        scheme = "http" if _is_loopback(name) else "https"
-        host = f"{scheme}://{host}"
+        # The client alone decides where plain http may go (loopback only): ask it, not a copy.
+        try:
+            validate_api_base(f"http://{host}")
+            host = f"http://{host}"
+        except ValueError:
+            host = f"https://{host}"
     if port and urlsplit(host).port is None:
         host = f"{host.rstrip('/')}:{port}"
     try:
-        from airflow_provider_reportruns.client import validate_api_base
-
         return validate_api_base(host)
     except ValueError as exc:
         raise StripeReportingError(f"{exc} (host of {source})") from None

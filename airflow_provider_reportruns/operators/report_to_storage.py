@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_reportruns._compat import AirflowException, report_asset
-from airflow_provider_reportruns.operators.report_run import (
-    StripeCreateReportRunOperator,
-    _asset_uri,
-    data_comes_later,
-    download_result,
-    with_data_hint,
-)
+from airflow_provider_reportruns._compat import AirflowException, BaseOperator, default_deferrable, report_asset
+from airflow_provider_reportruns.operators.steps import DEFAULT_REUSE_LOOKBACK, RunRequest, asset_uri
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from airflow_provider_reportruns._compat import Context
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
 
 __all__ = ["StripeReportToStorageOperator"]
 
 
-class StripeReportToStorageOperator(StripeCreateReportRunOperator):
+class StripeReportToStorageOperator(BaseOperator):
     """Create the DAG run's report run (or reuse one), wait for it, and stream its result file to
     a local path or any object storage URI, in one task.
 
@@ -37,6 +35,13 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
     all. An interval before ``data_available_start`` fails at once. With ``wait_for_data=False``
     the task fails with the same message as the create operator.
 
+    **Errors.** As for the create operator: a bad argument (naive datetime, empty interval, a
+    destination token the run cannot fill) or a request Stripe refuses for good (unknown report
+    type, with the closest names suggested; a parameter the type refuses; a rejected key) fails
+    the task on its first try, without retries and before any further request. Errors that may
+    pass are waited through in both waits until their timeout, in the worker and in the
+    triggerer alike: a Stripe outage shorter than the timeout never fails the task.
+
     **Deferrable.** With ``deferrable=True`` both waits run in the triggerer and the worker slot is
     free; the download runs when the task resumes. Without it, the task sleeps in its worker slot.
 
@@ -48,13 +53,18 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
     the run id is in the log, the deferred trigger's kwargs, the outlet event and any error.
 
     :param report_type: e.g. ``balance.summary.1`` (templated).
-    :param destination: local path or URI (templated); ``{report_type}`` and ``{report_run_id}``
-        are replaced by the run's values.
+    :param destination: local path or URI (templated); ``{report_type}``, ``{report_run_id}``, any
+        parameter (``{payout}``, ``{currency}``, …) and ``{interval_start}`` / ``{interval_end}``
+        (UTC dates, ``2024-03-01``) are replaced by the run's values. A token the run cannot fill
+        fails the task before any request, naming the tokens available.
     :param parameters: other Stripe parameters: ``columns``, ``currency``, ``timezone``, … (templated).
     :param interval_start: defaults to the DAG run's data interval start (templated).
     :param interval_end: defaults to the DAG run's data interval end (templated).
     :param stripe_conn_id: the Airflow connection of the key.
-    :param reuse_existing: reuse a pending or succeeded run with identical parameters.
+    :param reuse_existing: reuse a pending or succeeded run with the same parameters (compared as
+        the create operator does).
+    :param reuse_lookback: how far back from now the reuse lookup lists runs, at most (a
+        ``timedelta`` or seconds; default 7 days); a run created earlier is not reused.
     :param wait_for_data: wait for Stripe to prepare the interval's data instead of failing.
     :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
     :param poll_interval: seconds between status checks of the run.
@@ -63,7 +73,9 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
     :param data_timeout: give up waiting for the data after this many seconds (default 36 hours).
     """
 
-    template_fields: Sequence[str] = (*StripeCreateReportRunOperator.template_fields, "destination")
+    template_fields: Sequence[str] = ("report_type", "parameters", "interval_start", "interval_end", "destination")
+    template_fields_renderers = {"parameters": "json"}
+    ui_color = "#e9e3ff"
 
     def __init__(
         self,
@@ -75,6 +87,7 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         interval_end: Any = None,
         stripe_conn_id: str = "stripe_default",
         reuse_existing: bool = True,
+        reuse_lookback: dt.timedelta | float = DEFAULT_REUSE_LOOKBACK,
         wait_for_data: bool = True,
         deferrable: bool | None = None,
         poll_interval: float = 30.0,
@@ -83,64 +96,125 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
         data_timeout: float = 36 * 3600.0,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_reportruns.operators.steps import reuse_lookback_seconds
+
         if "outlets" not in kwargs and isinstance(destination, str):
-            kwargs["outlets"] = [report_asset(_asset_uri(destination))]
-        super().__init__(
-            report_type=report_type,
-            parameters=parameters,
-            interval_start=interval_start,
-            interval_end=interval_end,
-            stripe_conn_id=stripe_conn_id,
-            reuse_existing=reuse_existing,
-            wait_for_completion=True,
-            deferrable=deferrable,
-            poll_interval=poll_interval,
-            timeout=timeout,
-            **kwargs,
-        )
+            kwargs["outlets"] = [report_asset(asset_uri(destination))]
+        super().__init__(**kwargs)
+        self.report_type = report_type
         self.destination = destination
+        self.parameters = parameters
+        self.interval_start = interval_start
+        self.interval_end = interval_end
+        self.stripe_conn_id = stripe_conn_id
+        self.reuse_existing = reuse_existing
+        self.reuse_lookback = reuse_lookback_seconds(reuse_lookback)
+        self.wait_for_completion = True
         self.wait_for_data = wait_for_data
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = float(timeout)
         self.data_poll_interval = float(data_poll_interval)
         self.data_timeout = float(data_timeout)
+
+    @cached_property
+    def hook(self) -> StripeReportingHook:
+        from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+
+        return StripeReportingHook(self.stripe_conn_id)
+
+    def build_parameters(self, context: Context) -> dict[str, Any]:
+        """Stripe's ``parameters`` for this DAG run, after checking the destination's tokens."""
+        from airflow_provider_reportruns.operators.steps import build_parameters, check_destination
+
+        params = build_parameters(
+            self.report_type,
+            self.parameters,
+            interval_start=self.interval_start,
+            interval_end=self.interval_end,
+            context=context,
+        )
+        check_destination(str(self.destination), params)
+        return params
+
+    def _request(self, context: Context) -> RunRequest:
+        return RunRequest.for_task(self.stripe_conn_id, self.report_type, self.build_parameters(context), context)
 
     # -- execute ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
-        params = self.build_parameters(context)
-        return self._store(self._create_or_reuse(params, context), context)
-
-    def _create(self, params: Mapping[str, Any], context: Context) -> dict[str, Any]:
         from airflow_provider_reportruns.hooks.stripe import StripeReportingError
+        from airflow_provider_reportruns.operators.steps import create_or_reuse, data_comes_later, with_data_hint
 
-        if getattr(self, "_data_waited", False):
-            return super()._create(params, context)
+        request = self._request(context)
         try:
             # Asking for the report type first would cost a request on every interval whose data
             # is there, which is every interval of a backfill; Stripe's refusal costs one only
             # when the data is not.
-            return self.hook.create_report_run(
-                self.report_type, params, idempotency_key=self.idempotency_key(params, context)
+            run, lookup = create_or_reuse(
+                self.hook, request, reuse_existing=self.reuse_existing, lookback=self.reuse_lookback, log=self.log
             )
         except StripeReportingError as exc:
             if not exc.is_data_unavailable:
                 raise
-            if not (self.wait_for_data and data_comes_later(exc) and "interval_end" in params):
+            if not (self.wait_for_data and data_comes_later(exc) and "interval_end" in request.parameters):
                 raise with_data_hint(exc, later="Set wait_for_data=True to wait for it in this task.") from None
             self.log.info("%s", exc.stripe_message)
-        self._wait_for_data(params, context)
-        return self._create_after_data_wait(params, context)
+            self._wait_for_data(int(request.parameters["interval_end"]))
+            return self._after_data(request, context)
+        return self._wait_and_store(run, lookup.first_poll_delay(self.poll_interval), request, context)
 
-    def _create_after_data_wait(self, params: Mapping[str, Any], context: Context) -> dict[str, Any]:
+    def _after_data(self, request: RunRequest, context: Context) -> str:
+        from airflow_provider_reportruns.operators.steps import create_or_reuse
+
         # Another DAG run may have made the run while this one waited: look again.
-        self._data_waited = True
-        return self._create_or_reuse(params, context)
+        run, lookup = create_or_reuse(
+            self.hook,
+            request,
+            reuse_existing=self.reuse_existing,
+            lookback=self.reuse_lookback,
+            log=self.log,
+            after_data_wait=True,
+        )
+        return self._wait_and_store(run, lookup.first_poll_delay(self.poll_interval), request, context)
 
-    def _wait_for_data(self, params: Mapping[str, Any], context: Context) -> None:
+    def _wait_and_store(self, run: dict[str, Any], first_delay: float, request: RunRequest, context: Context) -> str:
+        from airflow_provider_reportruns.operators.steps import download_result, wait_for_run
+
+        done = wait_for_run(
+            self.hook,
+            run,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            first_delay=first_delay,
+            log=self.log,
+            defer=self._defer_run_wait(str(run["id"])) if self.deferrable else None,
+        )
+        self.log.info("Stripe report run %s succeeded.", done["id"])
+        return download_result(self, self.hook, done, str(self.destination), context, request.parameters)
+
+    def _defer_run_wait(self, run_id: str) -> Any:
+        def defer(first_poll_at: float, end_time: float) -> Any:
+            from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
+
+            self.defer(
+                trigger=StripeReportRunTrigger(
+                    report_run_id=run_id,
+                    stripe_conn_id=self.stripe_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=end_time,
+                    first_poll_at=first_poll_at,
+                ),
+                method_name="execute_complete",
+            )
+
+        return defer
+
+    def _wait_for_data(self, interval_end: int) -> None:
         """Return once ``data_available_end`` reaches the interval end, or defer until it does."""
-        from airflow_provider_reportruns.client import StripeError
-        from airflow_provider_reportruns.intervals import _iso
+        from airflow_provider_reportruns.intervals import iso_utc
+        from airflow_provider_reportruns.waiting import data_covers, poll_until
 
-        interval_end = int(params["interval_end"])
         now = time.time()
         deadline = now + self.data_timeout
         if self.deferrable:
@@ -157,60 +231,52 @@ class StripeReportToStorageOperator(StripeCreateReportRunOperator):
                 ),
                 method_name="execute_after_data",
             )
-        last_seen: Any = None
-        while True:
-            self.log.info(
-                "Waiting for Stripe's %s data to reach %s; checking again in %.0f s.",
-                self.report_type,
-                _iso(interval_end),
-                self.data_poll_interval,
-            )
-            time.sleep(min(self.data_poll_interval, max(deadline - time.time(), 0.0)))
-            try:
-                last_seen = self.hook.get_report_type(self.report_type).get("data_available_end")
-            except StripeError as exc:
-                if not exc.transient:
-                    raise
-                self.log.warning("Stripe did not answer; still waiting for the data: %s", exc)
-            if isinstance(last_seen, int) and last_seen >= interval_end:
-                self.log.info("Stripe's %s data is available through %s.", self.report_type, _iso(last_seen))
-                return
-            if time.time() >= deadline:
-                raise AirflowException(self._data_timeout_message(interval_end, last_seen))
+        result = poll_until(
+            lambda: self.hook.get_report_type(self.report_type),
+            lambda report_type: data_covers(report_type, interval_end),
+            deadline=deadline,
+            first_delay=self.data_poll_interval,
+            interval=self.data_poll_interval,
+            log=self.log,
+            describe=lambda _: f"Waiting for Stripe's {self.report_type} data to reach {iso_utc(interval_end)}",
+        )
+        last_seen = (result.value or {}).get("data_available_end")
+        if not result.done:
+            raise AirflowException(self._data_timeout_message(interval_end, last_seen))
+        self.log.info("Stripe's %s data is available through %s.", self.report_type, iso_utc(last_seen))
 
     def _data_timeout_message(self, interval_end: int, last_seen: Any) -> str:
         """The same words for the polling and the deferred wait (``last_seen``: Stripe's last
         ``data_available_end``, if any answer came)."""
-        from airflow_provider_reportruns.intervals import _iso
+        from airflow_provider_reportruns.intervals import iso_utc
 
-        seen = _iso(last_seen) if isinstance(last_seen, int) else "no answer"
+        seen = iso_utc(last_seen) if isinstance(last_seen, int) else "no answer"
         return (
-            f"Stripe's data for {self.report_type} did not reach interval_end {_iso(interval_end)} within "
+            f"Stripe's data for {self.report_type} did not reach interval_end {iso_utc(interval_end)} within "
             f"data_timeout ({self.data_timeout:.0f} s); last data_available_end: {seen}."
         )
-
-    def _store(self, run: dict[str, Any], context: Context) -> str:
-        return download_result(self, self.hook, self._wait(run, context), str(self.destination), context)
 
     # -- resuming after a deferral ---------------------------------------------------------------
 
     def execute_after_data(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume once the data is there: look for a run again, create one, then wait and store."""
-        from airflow_provider_reportruns.hooks.stripe import StripeReportingError
+        from airflow_provider_reportruns.triggers.events import raise_for_error_event
 
+        request = self._request(context)
         status = (event or {}).get("status")
-        params = self.build_parameters(context)
         if status == "timeout":
             last_seen = (event or {}).get("data_available_end")
-            raise AirflowException(self._data_timeout_message(int(params["interval_end"]), last_seen))
+            raise AirflowException(self._data_timeout_message(int(request.parameters["interval_end"]), last_seen))
         if status != "available":
-            raise StripeReportingError(str((event or {}).get("message") or f"Unexpected trigger event {event!r}"))
-        return self._store(self._create_after_data_wait(params, context), context)
+            raise_for_error_event(event)
+        return self._after_data(request, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume once the run finished: the same status model as the polling path, then store."""
+        """Resume once the run finished: the same status model and errors as the polling path,
+        then store."""
+        from airflow_provider_reportruns.operators.steps import download_result
         from airflow_provider_reportruns.triggers.events import report_run_from_event
 
         run = report_run_from_event(event, timeout_error=AirflowException)
         self.log.info("Stripe report run %s succeeded.", run["id"])
-        return download_result(self, self.hook, run, str(self.destination), context)
+        return download_result(self, self.hook, run, str(self.destination), context, self.build_parameters(context))

@@ -14,6 +14,7 @@ from airflow_provider_reportruns._compat import (
     PokeReturnValue,
     default_deferrable,
 )
+from airflow_provider_reportruns.waiting import describe_run, fetch_while_waiting
 
 if TYPE_CHECKING:
     from airflow_provider_reportruns._compat import Context
@@ -22,11 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["StripeReportRunSensor", "describe_wait"]
 
 
-def describe_wait(run: dict[str, Any]) -> str:
-    """``Report run frr_… (balance.summary.1) is pending, 42 s after it was created``."""
-    created = run.get("created")
-    elapsed = f", {time.time() - created:.0f} s after it was created" if isinstance(created, (int, float)) else ""
-    return f"Report run {run.get('id')} ({run.get('report_type')}) is {run.get('status')}{elapsed}"
+# The name this module exported before the wait model had its own module.
+describe_wait = describe_run
 
 
 def _finished(run: dict[str, Any]) -> bool:
@@ -80,16 +78,9 @@ class StripeReportRunSensor(BaseSensorOperator):
 
     def _fetch(self) -> dict[str, Any] | None:
         """The run, or ``None`` when Stripe could not be reached this time (the wait goes on)."""
-        from airflow_provider_reportruns.client import StripeError
-
-        try:
-            run = self.hook.get_report_run(str(self.report_run_id))
-        except StripeError as exc:
-            if not exc.transient:
-                raise
-            self.log.warning("Stripe did not answer this poke; still waiting: %s", exc)
-            return None
-        self._last_status = run.get("status")
+        run = fetch_while_waiting(lambda: self.hook.get_report_run(str(self.report_run_id)), self.log)
+        if run is not None:
+            self._last_status = run.get("status")
         return run
 
     def poke(self, context: Context) -> PokeReturnValue | bool:

@@ -83,30 +83,26 @@ class StripeReportDataAvailableSensor(BaseSensorOperator):
             raise AirflowFailException(str(exc)) from None
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        from airflow_provider_reportruns.client import StripeError
-        from airflow_provider_reportruns.intervals import _iso
+        from airflow_provider_reportruns.intervals import iso_utc as _iso
+        from airflow_provider_reportruns.waiting import data_covers, data_never_covers, fetch_while_waiting
 
         interval = self._interval(context)
         if interval.end is None:
             self.log.info("Report type %s reports on one payout; there is no interval to wait for.", self.report_type)
             return PokeReturnValue(is_done=True, xcom_value=None)
-        try:
-            report_type = self.hook.get_report_type(self.report_type)
-        except StripeError as exc:
-            if not exc.transient:
-                raise
-            self.log.warning("Stripe did not answer this poke; still waiting: %s", exc)
+        report_type = fetch_while_waiting(lambda: self.hook.get_report_type(self.report_type), self.log)
+        if report_type is None:
             return False
         available_start = report_type.get("data_available_start")
         available_end = report_type.get("data_available_end")
         self._last_seen = available_end
-        if interval.start is not None and isinstance(available_start, int) and interval.start < available_start:
+        if data_never_covers(report_type, interval.start):
             raise AirflowFailException(
                 f"Stripe has no {self.report_type} data before {_iso(available_start)} (data_available_start); "
                 f"the interval starts at {_iso(interval.start)} and will never become available. "
                 "Start the DAG (or the backfill) at or after that date."
             )
-        if isinstance(available_end, int) and available_end >= interval.end:
+        if data_covers(report_type, interval.end):
             self.log.info(
                 "Stripe's %s data is available through %s, covering interval_end %s.",
                 self.report_type,
@@ -152,11 +148,11 @@ class StripeReportDataAvailableSensor(BaseSensorOperator):
             ) from exc
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        from airflow_provider_reportruns.hooks.stripe import StripeReportingError
+        from airflow_provider_reportruns.triggers.events import raise_for_error_event
 
         status = (event or {}).get("status")
         if status == "available":
             return (event or {}).get("report_type")
         if status == "timeout":
             raise AirflowSensorTimeout(str((event or {}).get("message")))
-        raise StripeReportingError(str((event or {}).get("message") or f"Unexpected trigger event {event!r}"))
+        raise_for_error_event(event)

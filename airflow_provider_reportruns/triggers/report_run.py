@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_reportruns._compat import BaseTrigger, TriggerEvent
 from airflow_provider_reportruns.client import ReportRunStatus, StripeError
+from airflow_provider_reportruns.triggers.events import error_event
+from airflow_provider_reportruns.waiting import run_outcome, waits_through
 
 if TYPE_CHECKING:
     from airflow_provider_reportruns.client import StripeReportingClient
@@ -67,8 +69,10 @@ async def get_shared_client(stripe_conn_id: str) -> StripeReportingClient:
 
 class StripePollingTrigger(BaseTrigger):
     """Shared loop: poll every ``poll_interval`` seconds until :meth:`check` returns an event or the
-    deadline passes. Errors that may pass (connection, 429, 5xx) keep the wait going; any other
-    Stripe error ends it with an ``error`` event.
+    deadline passes. Stripe errors are judged by the wait model's one rule
+    (:func:`~airflow_provider_reportruns.waiting.waits_through`): errors that may pass
+    (connection, 429, 5xx) keep the wait going; any other ends it with an ``error`` event that
+    carries the error's kind.
 
     ``first_poll_at`` (Unix seconds) holds the first poll back: the task that defers has just
     seen the status itself, so asking again at once would be a request repeated without need.
@@ -109,7 +113,7 @@ class StripePollingTrigger(BaseTrigger):
         try:
             client = await get_shared_client(self.stripe_conn_id)
         except StripeError as exc:
-            yield TriggerEvent({"status": "error", "message": str(exc)})
+            yield TriggerEvent(error_event(exc))
             return
         if self.first_poll_at is not None:
             hold = self.first_poll_at - time.time()
@@ -121,8 +125,8 @@ class StripePollingTrigger(BaseTrigger):
             try:
                 payload, last_status = await self.check(client)
             except StripeError as exc:
-                if not exc.transient:
-                    yield TriggerEvent({"status": "error", "message": str(exc)})
+                if not waits_through(exc):
+                    yield TriggerEvent(error_event(exc))
                     return
                 self.log.warning("Stripe did not answer this poll; still waiting: %s", exc)
             else:
@@ -143,7 +147,8 @@ class StripeReportRunTrigger(StripePollingTrigger):
     """Wait for a report run to reach ``succeeded`` or ``failed``.
 
     Emits one event: ``{"status": "succeeded" | "failed", "report_run": …}``,
-    ``{"status": "timeout", "last_status": …}`` or ``{"status": "error", "message": …}``.
+    ``{"status": "timeout", "last_status": …}`` or ``{"status": "error", "message": …,
+    "error_kind": "permanent" | "data_not_ready" | "transient" | None}``.
     It only reads the run: re-created from :meth:`serialize` after a triggerer restart, it
     resumes the same wait and never creates a run.
 
@@ -176,8 +181,9 @@ class StripeReportRunTrigger(StripePollingTrigger):
     async def check(self, client: StripeReportingClient) -> tuple[dict[str, Any] | None, str]:
         run = await client.arequest("get_report_run", self.report_run_id)
         status = str(run.get("status"))
-        if ReportRunStatus.is_terminal(status):
-            return {"status": status, "report_run_id": self.report_run_id, "report_run": run}, status
+        outcome = run_outcome(run)
+        if outcome is not None:
+            return {"status": outcome, "report_run_id": self.report_run_id, "report_run": run}, status
         if not ReportRunStatus.is_known(status):
             self.log.warning(
                 "Report run %s has status %r, unknown to this provider; waiting on.", self.report_run_id, status

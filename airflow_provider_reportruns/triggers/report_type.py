@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_reportruns.triggers.report_run import StripePollingTrigger
+from airflow_provider_reportruns.waiting import data_covers
 
 if TYPE_CHECKING:
     from airflow_provider_reportruns.client import StripeReportingClient
@@ -16,7 +17,7 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
     """Wait until ``data_available_end`` of a report type reaches ``interval_end``.
 
     Emits ``{"status": "available", "report_type": …}``, ``{"status": "timeout", …}`` or
-    ``{"status": "error", "message": …}``.
+    ``{"status": "error", "message": …, "error_kind": …}`` (see the run trigger).
 
     :param report_type: e.g. ``balance.summary.1``.
     :param interval_end: Unix seconds the data must reach.
@@ -53,7 +54,7 @@ class StripeReportDataAvailableTrigger(StripePollingTrigger):
         available_end = report_type.get("data_available_end")
         if isinstance(available_end, int):
             self._last_available_end = available_end
-        if isinstance(available_end, int) and available_end >= self.interval_end:
+        if data_covers(report_type, self.interval_end):
             return {"status": "available", "report_type": report_type}, f"available through {available_end}"
         return None, f"available through {available_end}"
 

@@ -1,0 +1,75 @@
+"""The steps the report operators are composed of: build the request, find a run to reuse,
+create one, wait for it, download its result file.
+
+Each step takes what it needs as arguments and returns what it found; nothing is kept on the
+operator. The create operator, the one-task operator (and any transfer built on them) run the
+same steps in the same order.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_reportruns.operators.steps.create import (
+    create_or_reuse,
+    create_run,
+    data_comes_later,
+    with_data_hint,
+    with_report_type_suggestion,
+)
+from airflow_provider_reportruns.operators.steps.destination import (
+    DESTINATION_TOKEN,
+    RUN_TOKENS,
+    asset_uri,
+    check_destination,
+    destination_for,
+    destination_tokens,
+    download_result,
+)
+from airflow_provider_reportruns.operators.steps.request import (
+    RunRequest,
+    build_parameters,
+    permanent,
+    reuse_lookback_seconds,
+)
+from airflow_provider_reportruns.operators.steps.reuse import (
+    DEFAULT_REUSE_LOOKBACK,
+    INTERVAL_TOKENS,
+    TYPICAL_RUNS,
+    ReuseLookup,
+    find_reusable_run,
+    normalized_parameters,
+)
+from airflow_provider_reportruns.operators.steps.wait import (
+    INLINE_FIRST_POLL_SECONDS,
+    run_succeeded,
+    run_timeout_message,
+    wait_for_run,
+)
+
+__all__ = [
+    "DEFAULT_REUSE_LOOKBACK",
+    "DESTINATION_TOKEN",
+    "INLINE_FIRST_POLL_SECONDS",
+    "INTERVAL_TOKENS",
+    "RUN_TOKENS",
+    "TYPICAL_RUNS",
+    "ReuseLookup",
+    "RunRequest",
+    "asset_uri",
+    "build_parameters",
+    "check_destination",
+    "create_or_reuse",
+    "create_run",
+    "data_comes_later",
+    "destination_for",
+    "destination_tokens",
+    "download_result",
+    "find_reusable_run",
+    "normalized_parameters",
+    "permanent",
+    "reuse_lookback_seconds",
+    "run_succeeded",
+    "run_timeout_message",
+    "wait_for_run",
+    "with_data_hint",
+    "with_report_type_suggestion",
+]
