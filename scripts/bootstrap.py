@@ -175,8 +175,14 @@ def ensure_tools() -> None:
 
 def ensure_airflow_env(major: str) -> Path:
     """``.venv-af<major>``: the frozen Airflow set plus this package (editable). Returns its python."""
-    env = env_dir(major)
-    requirements = pins(major)
+    return ensure_venv(env_dir(major), pins(major))
+
+
+def ensure_venv(env: Path, requirements: Path) -> Path:
+    """``env`` synced exactly to the pins in ``requirements`` plus this package (editable).
+
+    The caller holds the lock and has run :func:`ensure_tools`; returns the env's python.
+    """
     stamp = _stamp(requirements, ROOT / "pyproject.toml")
     if _is_current(env, stamp):
         return env_python(env)
@@ -204,6 +210,13 @@ def ensure(majors: Sequence[str]) -> dict[str, Path]:
     with _locked():
         ensure_tools()
         return {major: ensure_airflow_env(major) for major in majors}
+
+
+def ensure_env(env: Path, requirements: Path) -> Path:
+    """Tools env plus ``env`` synced to ``requirements`` (e.g. scripts/e2e's deployment set)."""
+    with _locked():
+        ensure_tools()
+        return ensure_venv(env, requirements)
 
 
 def _compile(source: Path, output: Path, *extra: str | Path) -> None:
