@@ -120,6 +120,8 @@ def test_docs_exist_and_have_code() -> None:
         "testing.md",
         "troubleshooting.md",
         "errors-and-retries.md",
+        "report-types.md",
+        "deployment.md",
     }
     assert expected <= {path.name for path in DOCS.glob("*.md")}
     assert sum(len(blocks) for blocks in PAGES.values()) >= 20
