@@ -126,7 +126,7 @@ class StripeCreateReportRunOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         from airflow_provider_reportruns.hooks.stripe import StripeReportingError
-        from airflow_provider_reportruns.operators.steps import create_or_reuse, wait_for_run
+        from airflow_provider_reportruns.operators.steps import create_or_reuse, defer_run_wait, wait_for_run
 
         request = RunRequest.for_task(self.stripe_conn_id, self.report_type, self.build_parameters(context), context)
         try:
@@ -149,27 +149,12 @@ class StripeCreateReportRunOperator(BaseOperator):
             timeout=self.timeout,
             first_delay=lookup.first_poll_delay(self.poll_interval),
             log=self.log,
-            defer=self._defer_run_wait(run_id) if self.deferrable else None,
+            defer=defer_run_wait(self, run_id, stripe_conn_id=self.stripe_conn_id, poll_interval=self.poll_interval)
+            if self.deferrable
+            else None,
         )
         self.log.info("Stripe report run %s succeeded.", run_id)
         return str(done["id"])
-
-    def _defer_run_wait(self, run_id: str) -> Any:
-        def defer(first_poll_at: float, end_time: float) -> Any:
-            from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
-
-            self.defer(
-                trigger=StripeReportRunTrigger(
-                    report_run_id=run_id,
-                    stripe_conn_id=self.stripe_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=end_time,
-                    first_poll_at=first_poll_at,
-                ),
-                method_name="execute_complete",
-            )
-
-        return defer
 
     def build_parameters(self, context: Context) -> dict[str, Any]:
         """Stripe's ``parameters`` for this DAG run: the given ones plus the resolved interval."""

@@ -179,7 +179,7 @@ class StripeReportToStorageOperator(BaseOperator):
         return self._wait_and_store(run, lookup.first_poll_delay(self.poll_interval), request, context)
 
     def _wait_and_store(self, run: dict[str, Any], first_delay: float, request: RunRequest, context: Context) -> str:
-        from airflow_provider_reportruns.operators.steps import download_result, wait_for_run
+        from airflow_provider_reportruns.operators.steps import defer_run_wait, download_result, wait_for_run
 
         done = wait_for_run(
             self.hook,
@@ -188,27 +188,14 @@ class StripeReportToStorageOperator(BaseOperator):
             timeout=self.timeout,
             first_delay=first_delay,
             log=self.log,
-            defer=self._defer_run_wait(str(run["id"])) if self.deferrable else None,
+            defer=defer_run_wait(
+                self, str(run["id"]), stripe_conn_id=self.stripe_conn_id, poll_interval=self.poll_interval
+            )
+            if self.deferrable
+            else None,
         )
         self.log.info("Stripe report run %s succeeded.", done["id"])
         return download_result(self, self.hook, done, str(self.destination), context, request.parameters)
-
-    def _defer_run_wait(self, run_id: str) -> Any:
-        def defer(first_poll_at: float, end_time: float) -> Any:
-            from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
-
-            self.defer(
-                trigger=StripeReportRunTrigger(
-                    report_run_id=run_id,
-                    stripe_conn_id=self.stripe_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=end_time,
-                    first_poll_at=first_poll_at,
-                ),
-                method_name="execute_complete",
-            )
-
-        return defer
 
     def _wait_for_data(self, interval_end: int) -> None:
         """Return once ``data_available_end`` reaches the interval end, or defer until it does."""

@@ -40,6 +40,7 @@ from airflow_provider_reportruns.operators.steps.reuse import (
 )
 from airflow_provider_reportruns.operators.steps.wait import (
     INLINE_FIRST_POLL_SECONDS,
+    defer_run_wait,
     run_succeeded,
     run_timeout_message,
     wait_for_run,
@@ -60,6 +61,7 @@ __all__ = [
     "create_or_reuse",
     "create_run",
     "data_comes_later",
+    "defer_run_wait",
     "destination_for",
     "destination_tokens",
     "download_result",

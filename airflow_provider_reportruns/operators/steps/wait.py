@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
 
-__all__ = ["INLINE_FIRST_POLL_SECONDS", "run_succeeded", "run_timeout_message", "wait_for_run"]
+__all__ = ["INLINE_FIRST_POLL_SECONDS", "defer_run_wait", "run_succeeded", "run_timeout_message", "wait_for_run"]
 
 # A deferral costs a trigger hand-off and a new worker slot to resume, seconds of scheduling at
 # best; a first poll due sooner than this is taken in the worker.
@@ -32,6 +32,30 @@ def run_timeout_message(run_id: str, last_status: Any, waited: float) -> str:
     return (
         f"Stripe report run {run_id} did not finish in time: last status {last_status!r} after waiting {waited:.0f} s."
     )
+
+
+def defer_run_wait(
+    operator: Any, run_id: str, *, stripe_conn_id: str, poll_interval: float
+) -> Callable[[float, float], NoReturn]:
+    """The ``defer`` argument of :func:`wait_for_run` for ``operator``: hands the wait for
+    ``run_id`` to a :class:`StripeReportRunTrigger`, resuming in ``execute_complete``."""
+
+    def defer(first_poll_at: float, end_time: float) -> NoReturn:
+        from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
+
+        operator.defer(
+            trigger=StripeReportRunTrigger(
+                report_run_id=run_id,
+                stripe_conn_id=stripe_conn_id,
+                poll_interval=poll_interval,
+                end_time=end_time,
+                first_poll_at=first_poll_at,
+            ),
+            method_name="execute_complete",
+        )
+        raise AssertionError("defer() returned")  # pragma: no cover - Airflow's defer always raises
+
+    return defer
 
 
 def wait_for_run(
