@@ -325,3 +325,27 @@ def test_the_outlet_asset_is_the_destination_up_to_its_first_token() -> None:
     # Airflow normalises the URI it is given (3.x drops the trailing slash): compare with its own.
     assert [outlet.uri for outlet in operator.outlets] == [report_asset("s3://bucket/payouts/").uri]
     assert operator.outlets[0].uri.startswith("s3://bucket/payouts")
+
+
+def test_a_dag_parse_loads_neither_the_client_nor_the_wait_and_create_steps() -> None:
+    """The DAG processor imports operator modules and builds operators at every parse: the client
+    and the wait model load on first use in a task, not then (they tipped a parse into a full
+    garbage collection, +140 ms per parse)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import airflow_provider_reportruns.operators.report_run\n"
+        "import airflow_provider_reportruns.sensors.report_run\n"
+        "import airflow_provider_reportruns.sensors.report_type\n"
+        "from airflow_provider_reportruns.operators.report_to_storage import StripeReportToStorageOperator\n"
+        "StripeReportToStorageOperator(task_id='t', report_type='balance.summary.1',\n"
+        "                              destination='/tmp/r/{report_type}/{{ ds }}.csv')\n"
+        "heavy = ('airflow_provider_reportruns.client', 'airflow_provider_reportruns.waiting',\n"
+        "         'airflow_provider_reportruns.operators.steps.wait', 'airflow_provider_reportruns.operators.steps.create')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(heavy)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -7,23 +7,22 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_reportruns._compat import AirflowException, BaseOperator, default_deferrable, report_asset
-from airflow_provider_reportruns.operators.steps import (
-    DEFAULT_REUSE_LOOKBACK,
-    INLINE_FIRST_POLL_SECONDS,
-    TYPICAL_RUNS,
-    ReuseLookup,
-    RunRequest,
-    asset_uri,
-    data_comes_later,
-    download_result,
-    with_data_hint,
-)
+from airflow_provider_reportruns.operators.steps.destination import asset_uri
+from airflow_provider_reportruns.operators.steps.reuse import DEFAULT_REUSE_LOOKBACK
 
 if TYPE_CHECKING:
     import datetime as dt
 
     from airflow_provider_reportruns._compat import Context
     from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+    from airflow_provider_reportruns.operators.steps import (
+        INLINE_FIRST_POLL_SECONDS,
+        TYPICAL_RUNS,
+        ReuseLookup,
+        data_comes_later,
+        download_result,
+        with_data_hint,
+    )
 
 __all__ = [
     "INLINE_FIRST_POLL_SECONDS",
@@ -38,6 +37,25 @@ __all__ = [
 
 # The default reuse_lookback in seconds (the name earlier versions exported).
 REUSE_LOOKBACK_SECONDS = int(DEFAULT_REUSE_LOOKBACK.total_seconds())
+
+# Names earlier versions exported from here; they live in operators.steps now and load on first
+# use, so a DAG parse does not import the wait and reuse steps (and the client behind them).
+_MOVED_TO_STEPS = (
+    "INLINE_FIRST_POLL_SECONDS",
+    "TYPICAL_RUNS",
+    "ReuseLookup",
+    "data_comes_later",
+    "download_result",
+    "with_data_hint",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_STEPS:
+        from airflow_provider_reportruns.operators import steps
+
+        return getattr(steps, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StripeCreateReportRunOperator(BaseOperator):
@@ -126,7 +144,13 @@ class StripeCreateReportRunOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         from airflow_provider_reportruns.hooks.stripe import StripeReportingError
-        from airflow_provider_reportruns.operators.steps import create_or_reuse, defer_run_wait, wait_for_run
+        from airflow_provider_reportruns.operators.steps import (
+            RunRequest,
+            create_or_reuse,
+            defer_run_wait,
+            wait_for_run,
+            with_data_hint,
+        )
 
         request = RunRequest.for_task(self.stripe_conn_id, self.report_type, self.build_parameters(context), context)
         try:
@@ -179,11 +203,15 @@ class StripeCreateReportRunOperator(BaseOperator):
 
         :param lookup: what the reuse lookup found; its failed runs change the key.
         """
+        from airflow_provider_reportruns.operators.steps import RunRequest
+
         request = RunRequest.for_task(self.stripe_conn_id, self.report_type, params, context)
         return request.idempotency_key(lookup.failed_run_ids if lookup else ())
 
     def first_poll_delay(self, lookup: ReuseLookup | None = None) -> float:
         """Seconds from the create to the first status poll (see :meth:`ReuseLookup.first_poll_delay`)."""
+        from airflow_provider_reportruns.operators.steps import ReuseLookup
+
         return (lookup or ReuseLookup()).first_poll_delay(self.poll_interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
@@ -246,6 +274,7 @@ class StripeDownloadReportRunOperator(BaseOperator):
         from airflow_provider_reportruns.operators.steps import (
             DESTINATION_TOKEN,
             RUN_TOKENS,
+            download_result,
             permanent,
         )
 

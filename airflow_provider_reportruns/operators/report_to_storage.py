@@ -8,13 +8,15 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_reportruns._compat import AirflowException, BaseOperator, default_deferrable, report_asset
-from airflow_provider_reportruns.operators.steps import DEFAULT_REUSE_LOOKBACK, RunRequest, asset_uri
+from airflow_provider_reportruns.operators.steps.destination import asset_uri
+from airflow_provider_reportruns.operators.steps.reuse import DEFAULT_REUSE_LOOKBACK
 
 if TYPE_CHECKING:
     import datetime as dt
 
     from airflow_provider_reportruns._compat import Context
     from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+    from airflow_provider_reportruns.operators.steps import RunRequest
 
 __all__ = ["StripeReportToStorageOperator"]
 
@@ -138,6 +140,8 @@ class StripeReportToStorageOperator(BaseOperator):
         return params
 
     def _request(self, context: Context) -> RunRequest:
+        from airflow_provider_reportruns.operators.steps import RunRequest
+
         return RunRequest.for_task(self.stripe_conn_id, self.report_type, self.build_parameters(context), context)
 
     # -- execute ---------------------------------------------------------------------------------

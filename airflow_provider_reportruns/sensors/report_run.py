@@ -14,17 +14,23 @@ from airflow_provider_reportruns._compat import (
     PokeReturnValue,
     default_deferrable,
 )
-from airflow_provider_reportruns.waiting import describe_run, fetch_while_waiting
 
 if TYPE_CHECKING:
     from airflow_provider_reportruns._compat import Context
     from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+    from airflow_provider_reportruns.waiting import describe_run as describe_wait
 
 __all__ = ["StripeReportRunSensor", "describe_wait"]
 
 
-# The name this module exported before the wait model had its own module.
-describe_wait = describe_run
+def __getattr__(name: str) -> Any:
+    # ``describe_wait``: the name this module exported before the wait model had its own module;
+    # loaded on first use, so a DAG parse does not import the wait model and the client behind it.
+    if name == "describe_wait":
+        from airflow_provider_reportruns.waiting import describe_run
+
+        return describe_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _finished(run: dict[str, Any]) -> bool:
@@ -78,6 +84,8 @@ class StripeReportRunSensor(BaseSensorOperator):
 
     def _fetch(self) -> dict[str, Any] | None:
         """The run, or ``None`` when Stripe could not be reached this time (the wait goes on)."""
+        from airflow_provider_reportruns.waiting import fetch_while_waiting
+
         run = fetch_while_waiting(lambda: self.hook.get_report_run(str(self.report_run_id)), self.log)
         if run is not None:
             self._last_status = run.get("status")
@@ -86,17 +94,18 @@ class StripeReportRunSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue | bool:
         from airflow_provider_reportruns.client import ReportRunStatus
         from airflow_provider_reportruns.hooks.stripe import result_file_metadata
+        from airflow_provider_reportruns.waiting import describe_run
 
         run = self._fetch()
         if run is None:
             return False
         if _finished(run):
-            self.log.info("%s; result file %s.", describe_wait(run), (run.get("result") or {}).get("id"))
+            self.log.info("%s; result file %s.", describe_run(run), (run.get("result") or {}).get("id"))
             return PokeReturnValue(is_done=True, xcom_value=result_file_metadata(run))
         if ReportRunStatus.is_known(run.get("status")):
-            self.log.info("%s.", describe_wait(run))
+            self.log.info("%s.", describe_run(run))
         else:
-            self.log.warning("%s: a status this provider does not know; waiting on.", describe_wait(run))
+            self.log.warning("%s: a status this provider does not know; waiting on.", describe_run(run))
         return False
 
     def execute(self, context: Context) -> Any:
@@ -133,10 +142,11 @@ class StripeReportRunSensor(BaseSensorOperator):
         """Resume after the trigger: the same status model as :meth:`poke`."""
         from airflow_provider_reportruns.hooks.stripe import StripeReportRunFailed, result_file_metadata
         from airflow_provider_reportruns.triggers.events import report_run_from_event
+        from airflow_provider_reportruns.waiting import describe_run
 
         try:
             run = report_run_from_event(event, timeout_error=AirflowSensorTimeout)
         except StripeReportRunFailed as exc:
             raise AirflowFailException(str(exc)) from None
-        self.log.info("%s; result file %s.", describe_wait(run), (run.get("result") or {}).get("id"))
+        self.log.info("%s; result file %s.", describe_run(run), (run.get("result") or {}).get("id"))
         return result_file_metadata(run)

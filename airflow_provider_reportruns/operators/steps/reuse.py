@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_reportruns.waiting import run_outcome
-
 if TYPE_CHECKING:
     import logging
 
@@ -91,6 +89,8 @@ def _differences(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> list[st
 
 def _duration(run: Mapping[str, Any]) -> float | None:
     """Seconds from a succeeded run's creation to its success (Stripe's whole-second stamps)."""
+    from airflow_provider_reportruns.waiting import run_outcome
+
     created, succeeded = run.get("created"), run.get("succeeded_at")
     if run_outcome(run) != "succeeded" or not isinstance(created, int) or not isinstance(succeeded, int):
         return None
@@ -115,6 +115,8 @@ def find_reusable_run(
     than it is not reused. A run of the same type and interval whose other parameters differ is
     logged with what differed.
     """
+    from airflow_provider_reportruns.waiting import run_outcome
+
     now = time.time() if now is None else now
     floor = int(now - lookback)
     interval_end = parameters.get("interval_end")
