@@ -124,6 +124,8 @@ def test_serialize_round_trips_through_primitives_and_never_holds_the_key(start_
                     "poll_interval": 7.5,
                     "end_time": 1700000600.5,
                     "first_poll_at": 1700000010.0,
+                    "coalesce": None,
+                    "created": None,
                 },
             ),
         ),
@@ -145,6 +147,7 @@ def test_serialize_round_trips_through_primitives_and_never_holds_the_key(start_
                     "poll_interval": 600.0,
                     "end_time": 1700000600.5,
                     "first_poll_at": None,
+                    "coalesce": None,
                 },
             ),
         ),
@@ -404,7 +407,9 @@ def test_two_hundred_concurrent_triggers_all_finish_under_the_rate_limit_despite
 
     async def wait_for_all() -> list[list[dict[str, Any]]]:
         async def one(run_id: str) -> list[dict[str, Any]]:
-            return [e.payload async for e in StripeReportRunTrigger(run_id, poll_interval=0.5).run()]
+            # Per-run polling: the load on the limiter is what this proves (coalesced: test_triggers_coalesced).
+            trigger = StripeReportRunTrigger(run_id, poll_interval=0.5, coalesce=False)
+            return [e.payload async for e in trigger.run()]
 
         return await asyncio.gather(*(one(run_id) for run_id in run_ids))
 
@@ -425,7 +430,7 @@ def test_a_429_holds_back_every_waiter_sharing_the_limiter(start_sim) -> None:
     first, second = create_runs(simulator, 2)
 
     async def two_waits() -> None:
-        triggers = [StripeReportRunTrigger(run_id, poll_interval=0.05) for run_id in (first, second)]
+        triggers = [StripeReportRunTrigger(run_id, poll_interval=0.05, coalesce=False) for run_id in (first, second)]
         tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
         while len(simulator.requests()) < 6:  # both are polling steadily
             await asyncio.sleep(0.02)
@@ -454,13 +459,13 @@ def test_triggers_starting_together_share_one_connection_lookup_and_later_ones_l
     stripe_conn, monkeypatch
 ) -> None:
     lookups: list[str] = []
-    real_client_for = report_run_triggers._client_for
+    real_shared_for = report_run_triggers._shared_for
 
-    def counting_client_for(conn_id: str) -> Any:
+    def counting_shared_for(conn_id: str) -> Any:
         lookups.append(conn_id)
-        return real_client_for(conn_id)
+        return real_shared_for(conn_id)
 
-    monkeypatch.setattr(report_run_triggers, "_client_for", counting_client_for)
+    monkeypatch.setattr(report_run_triggers, "_shared_for", counting_shared_for)
 
     async def start_many(count: int) -> list[Any]:
         return await asyncio.gather(*(report_run_triggers.get_shared_client("stripe_default") for _ in range(count)))

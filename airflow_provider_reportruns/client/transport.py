@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_provider_reportruns.client.accounts import account_resources
+from airflow_provider_reportruns.client.accounts import AccountResources, account_resources
 from airflow_provider_reportruns.client.errors import (
     ERROR_KINDS,
     StripeError,
@@ -139,6 +139,12 @@ class StripeTransport:
         self.request_count = 0
         self.retry_count = 0
 
+    @property
+    def account(self) -> AccountResources:
+        """What every client of this account (API base, key, connected account) in this process
+        shares; one object per account, so it also names the account without holding its key."""
+        return self._account
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(api_base={self.api_base!r}, source={self.source!r})"
 
@@ -228,7 +234,7 @@ class StripeTransport:
         )
         return response
 
-    async def arequest(self, method_name: str, *args: Any) -> Any:
+    async def arequest(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
         """Run one client method from an event loop without blocking it.
 
         The rate-limit slot is awaited in the loop (``asyncio.sleep``), then the blocking HTTP
@@ -242,7 +248,7 @@ class StripeTransport:
         # Only the pacing here: the start is recorded in the worker thread when the request really
         # starts, which can be much later when every pool thread is busy (retries after 429s).
         await self.rate_limiter.pace_async()
-        call = functools.partial(getattr(self, method_name), *args)
+        call = functools.partial(getattr(self, method_name), *args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._account.executor, functools.partial(_prelimited, call))
 

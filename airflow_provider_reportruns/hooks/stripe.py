@@ -2,7 +2,7 @@
 
 The hook reads one Airflow connection (conn type ``stripe``): the secret key in the password,
 an optional API base URL in the host, and ``stripe_account`` / ``api_version`` /
-``max_requests_per_second`` / ``max_retries`` / ``timeout`` in the extras. Everything it does
+``max_requests_per_second`` / ``max_retries`` / ``timeout`` / ``coalesce_waits`` in the extras. Everything it does
 goes through :class:`~airflow_provider_reportruns.client.StripeReportingClient`.
 """
 
@@ -43,6 +43,7 @@ __all__ = [
     "StripeReportingPermanentError",
     "StripeReportingTransientError",
     "check_report_run",
+    "coalesce_waits",
     "result_file_metadata",
 ]
 
@@ -50,7 +51,18 @@ T = TypeVar("T")
 
 # The extras a stripe connection may carry. Anything else is a typo that would otherwise be
 # silently ignored (for example "stripe_acount" acting on the platform account instead).
-CONNECTION_EXTRAS = ("stripe_account", "api_version", "max_requests_per_second", "max_retries", "timeout")
+CONNECTION_EXTRAS = (
+    "stripe_account",
+    "api_version",
+    "max_requests_per_second",
+    "max_retries",
+    "timeout",
+    "coalesce_waits",
+)
+# Deferred waits share one poller per account in the triggerer unless the connection says otherwise.
+DEFAULT_COALESCE_WAITS = True
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
 # Refresh a run before downloading when its file expires within this many seconds.
 FILE_EXPIRY_MARGIN = 60
 
@@ -472,6 +484,8 @@ def _connection_extras(extra: Mapping[str, Any] | None, source: str) -> dict[str
     for key, kind in (("max_requests_per_second", float), ("max_retries", int), ("timeout", float)):
         if key in extras:
             extras[key] = _number(extras[key], key, kind, source)
+    if "coalesce_waits" in extras:
+        extras["coalesce_waits"] = _flag(extras["coalesce_waits"], "coalesce_waits", source)
     for key in ("stripe_account", "api_version"):
         if key in extras and not isinstance(extras[key], str):
             raise StripeReportingError(f"The extra field {key} in {source} must be a string, got {extras[key]!r}.")
@@ -479,6 +493,28 @@ def _connection_extras(extra: Mapping[str, Any] | None, source: str) -> dict[str
     if account is not None and not account.startswith("acct_"):
         raise StripeReportingError(f"The extra field stripe_account in {source} must be an account id (acct_…).")
     return extras
+
+
+def coalesce_waits(extra: Mapping[str, Any] | None, source: str) -> bool:
+    """Whether the deferred waits of a connection share one poller per account in the triggerer:
+    the ``coalesce_waits`` extra, on when unset.
+
+    :param extra: the connection's extras (``conn.extra_dejson``).
+    :param source: what holds them, for the message of a value that is not a yes or a no.
+    """
+    return bool(_connection_extras(extra, source).get("coalesce_waits", DEFAULT_COALESCE_WAITS))
+
+
+def _flag(value: Any, key: str, source: str) -> bool:
+    """A yes-or-no extra: JSON true/false, or the words a text field of the Airflow 2 form saves."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise StripeReportingError(f"The extra field {key} in {source} must be true or false, got {value!r}.")
 
 
 def _number(value: Any, key: str, kind: type, source: str) -> Any:

@@ -173,7 +173,7 @@ class StripeCreateReportRunOperator(BaseOperator):
             timeout=self.timeout,
             first_delay=lookup.first_poll_delay(self.poll_interval),
             log=self.log,
-            defer=defer_run_wait(self, run_id, stripe_conn_id=self.stripe_conn_id, poll_interval=self.poll_interval)
+            defer=defer_run_wait(self, run, stripe_conn_id=self.stripe_conn_id, poll_interval=self.poll_interval)
             if self.deferrable
             else None,
         )

@@ -192,9 +192,7 @@ class StripeReportToStorageOperator(BaseOperator):
             timeout=self.timeout,
             first_delay=first_delay,
             log=self.log,
-            defer=defer_run_wait(
-                self, str(run["id"]), stripe_conn_id=self.stripe_conn_id, poll_interval=self.poll_interval
-            )
+            defer=defer_run_wait(self, run, stripe_conn_id=self.stripe_conn_id, poll_interval=self.poll_interval)
             if self.deferrable
             else None,
         )

@@ -35,10 +35,14 @@ def run_timeout_message(run_id: str, last_status: Any, waited: float) -> str:
 
 
 def defer_run_wait(
-    operator: Any, run_id: str, *, stripe_conn_id: str, poll_interval: float
+    operator: Any, run: Mapping[str, Any] | str, *, stripe_conn_id: str, poll_interval: float
 ) -> Callable[[float, float], NoReturn]:
     """The ``defer`` argument of :func:`wait_for_run` for ``operator``: hands the wait for
-    ``run_id`` to a :class:`StripeReportRunTrigger`, resuming in ``execute_complete``."""
+    ``run`` (the run, or its id) to a :class:`StripeReportRunTrigger`, resuming in
+    ``execute_complete``. Given the run, the trigger carries its ``created``, which places it in
+    Stripe's run list for the triggerer's shared poller."""
+    run_id = run if isinstance(run, str) else str(run["id"])
+    created = None if isinstance(run, str) else run.get("created")
 
     def defer(first_poll_at: float, end_time: float) -> NoReturn:
         from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
@@ -50,6 +54,7 @@ def defer_run_wait(
                 poll_interval=poll_interval,
                 end_time=end_time,
                 first_poll_at=first_poll_at,
+                created=created if isinstance(created, int) else None,
             ),
             method_name="execute_complete",
         )
