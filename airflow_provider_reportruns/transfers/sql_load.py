@@ -3,7 +3,7 @@ replaces a load's previous rows, fed from the HTTP response as it streams.
 
 No Airflow import at module level: the operator imports this module inside ``execute``.
 
-One load is keyed by report type, parameters (normalized, interval excluded) and interval; its
+One load is keyed by report type, parameters (normalized; interval and ``columns`` apart) and interval; its
 rows carry that key and the run id in the :data:`PROVENANCE_COLUMNS`. A load deletes the key's
 rows and writes the new ones in one transaction, so a retried, cleared or re-run interval never
 doubles a row, and a load that fails part-way (a cut download, a value the column refuses) is
@@ -139,7 +139,7 @@ class LoadKey:
 
     :param report_run_id: the run whose file is loaded.
     :param report_type: Stripe's report type id.
-    :param parameters: the parameters but the interval, normalized, as canonical JSON.
+    :param parameters: the parameters but the interval and ``columns``, normalized, as canonical JSON.
     :param interval_start: ``2024-03-01 00:00:00+00:00``, or ``None`` for interval-less types.
     :param interval_end: the same for the end.
     """
@@ -158,6 +158,9 @@ class LoadKey:
 
         normalized = normalized_parameters(parameters)
         bounds = [normalized.pop(token, None) for token in INTERVAL_TOKENS]
+        # ``columns`` picks what each row shows, not which rows there are: a load with other
+        # columns replaces the interval's rows (and adds the columns) instead of doubling them.
+        normalized.pop("columns", None)
         start, end = (
             dt.datetime.fromtimestamp(int(b), dt.timezone.utc).isoformat(sep=" ") if b is not None else None
             for b in bounds
@@ -302,7 +305,7 @@ class _Table:
         return names or None
 
     def prepare(self, cursor: Any, header: Sequence[str], log: logging.Logger | Any) -> None:
-        """Create the table, or add the columns it lacks, and its index on the load key."""
+        """Create the table, or add the columns it lacks, and its index on ``_interval_start``."""
         columns = [*header, *PROVENANCE_COLUMNS]
         existing = self.existing_columns(cursor)
         if existing is None:
@@ -314,10 +317,13 @@ class _Table:
                 cursor.execute(f"ALTER TABLE {self.name} ADD COLUMN {quote(column)} {self.sql_type(column)}")
                 log.info("Added column %s (%s) to table %s.", column, self.sql_type(column), self.display)
         if self.dialect in ("postgres", "sqlite"):
+            # A load deletes its key's rows first: without an index that scans the whole table on
+            # every load. One narrow column is enough to find them (few loads share an interval)
+            # and costs a COPY about a sixth of its time, where the whole key cost it half.
             index = quote(f"{self.table[:50]}_report_load")
             on = f"{quote(self.schema)}.{index}" if self.schema and self.dialect == "sqlite" else index
             table = quote(self.table) if self.dialect == "sqlite" else self.name
-            cursor.execute(f"CREATE INDEX IF NOT EXISTS {on} ON {table} ({', '.join(map(quote, KEY_COLUMNS))})")
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS {on} ON {table} ({quote('_interval_start')})")
 
     def delete_key(self, cursor: Any, key: LoadKey) -> int:
         """Delete the rows a previous load of ``key`` wrote; return how many."""
