@@ -281,8 +281,15 @@ class _Table:
             "postgres" if conn_type in ("postgres", "postgresql") else "sqlite" if conn_type == "sqlite" else "default"
         )
         self.placeholder = str(getattr(sql_hook, "placeholder", "%s") or "%s")
-        self.name = f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+        # Other databases quote their own way (MySQL: backticks); common.sql knows how.
+        self._quote_format = (
+            None if self.dialect != "default" else str(getattr(sql_hook, "escape_word_format", None) or '"{}"')
+        )
+        self.name = f"{self.quote(schema)}.{self.quote(table)}" if schema else self.quote(table)
         self.display = f"{schema}.{table}" if schema else table
+
+    def quote(self, name: str) -> str:
+        return quote(name) if self._quote_format is None else self._quote_format.format(name)
 
     def sql_type(self, column: str) -> str:
         return SQL_TYPES[self.dialect][column_kind(column)]
@@ -290,10 +297,10 @@ class _Table:
     def existing_columns(self, cursor: Any) -> list[str] | None:
         """The table's columns, or ``None`` when it does not exist."""
         if self.dialect == "sqlite":
-            prefix = f"{quote(self.schema)}." if self.schema else ""
-            cursor.execute(f"PRAGMA {prefix}table_info({quote(self.table)})")
+            prefix = f"{self.quote(self.schema)}." if self.schema else ""
+            cursor.execute(f"PRAGMA {prefix}table_info({self.quote(self.table)})")
             names = [str(row[1]) for row in cursor.fetchall()]
-        else:
+        elif self.dialect == "postgres":
             p = self.placeholder
             schema_test = f"table_schema = {p}" if self.schema else "table_schema = current_schema()"
             cursor.execute(
@@ -302,6 +309,13 @@ class _Table:
                 (self.schema, self.table) if self.schema else (self.table,),
             )
             names = [str(row[0]) for row in cursor.fetchall()]
+        else:  # any database: ask for no rows and read the columns' names
+            try:
+                cursor.execute(f"SELECT * FROM {self.name} WHERE 1 = 0")
+            except Exception:
+                return None
+            names = [str(column[0]) for column in cursor.description or ()]
+            cursor.fetchall()
         return names or None
 
     def prepare(self, cursor: Any, header: Sequence[str], log: logging.Logger | Any) -> None:
@@ -309,12 +323,12 @@ class _Table:
         columns = [*header, *PROVENANCE_COLUMNS]
         existing = self.existing_columns(cursor)
         if existing is None:
-            body = ", ".join(f"{quote(c)} {self.sql_type(c)}" for c in columns)
+            body = ", ".join(f"{self.quote(c)} {self.sql_type(c)}" for c in columns)
             cursor.execute(f"CREATE TABLE {self.name} ({body})")
             log.info("Created table %s with %d columns.", self.display, len(columns))
         else:
             for column in [c for c in columns if c not in set(existing)]:
-                cursor.execute(f"ALTER TABLE {self.name} ADD COLUMN {quote(column)} {self.sql_type(column)}")
+                cursor.execute(f"ALTER TABLE {self.name} ADD COLUMN {self.quote(column)} {self.sql_type(column)}")
                 log.info("Added column %s (%s) to table %s.", column, self.sql_type(column), self.display)
         if self.dialect in ("postgres", "sqlite"):
             # A load deletes its key's rows first: without an index that scans the whole table on
@@ -330,9 +344,9 @@ class _Table:
         tests, args = [], []
         for column, value in zip(KEY_COLUMNS, key.values()[1:], strict=True):
             if value is None:
-                tests.append(f"{quote(column)} IS NULL")
+                tests.append(f"{self.quote(column)} IS NULL")
             else:
-                tests.append(f"{quote(column)} = {self.placeholder}")
+                tests.append(f"{self.quote(column)} = {self.placeholder}")
                 args.append(value)
         cursor.execute(f"DELETE FROM {self.name} WHERE {' AND '.join(tests)}", tuple(args))
         return max(0, int(cursor.rowcount or 0))
@@ -361,7 +375,7 @@ class _InsertSink(_Sink):
         self.constants = list(key.values())
         self.width = len(columns) - len(PROVENANCE_COLUMNS)
         marks = ", ".join([table.placeholder] * len(columns))
-        self.statement = f"INSERT INTO {table.name} ({', '.join(map(quote, columns))}) VALUES ({marks})"
+        self.statement = f"INSERT INTO {table.name} ({', '.join(map(table.quote, columns))}) VALUES ({marks})"
         self.batch: list[list[Any]] = []
 
     def write(self, data: bytes) -> None:
