@@ -431,6 +431,20 @@ def test_a_connection_whose_hook_is_not_a_sql_hook_is_refused(stripe_conn: Strip
     assert sim_key_not_in(str(failed.value), stripe_conn)
 
 
+def test_a_connection_type_no_installed_provider_knows_says_what_to_install(airflow_conn: Callable[..., str]) -> None:
+    from airflow_provider_reportruns._compat import AirflowFailException
+
+    airflow_conn("warehouse", conn_type="no_such_database", host="db.invalid")
+    with pytest.raises(AirflowFailException) as failed:
+        sql_operator().get_sql_hook()
+    message = str(failed.value)
+    assert message.startswith("The connection 'warehouse' (conn type 'no_such_database') gives no hook here: ")
+    assert message.endswith(
+        "Install the provider of that connection type; for SQLite and PostgreSQL, pip install "
+        '"airflow-provider-reportruns[sql]" or "airflow-provider-reportruns[postgres]".'
+    )
+
+
 def sim_key_not_in(text: str, simulator: StripeSimulator) -> bool:
     return simulator.api_key not in text
 

@@ -324,7 +324,8 @@ class _Table:
         existing = self.existing_columns(cursor)
         if existing is None:
             body = ", ".join(f"{self.quote(c)} {self.sql_type(c)}" for c in columns)
-            cursor.execute(f"CREATE TABLE {self.name} ({body})")
+            # IF NOT EXISTS: a first load of another key may create it at the same moment.
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.name} ({body})")
             log.info("Created table %s with %d columns.", self.display, len(columns))
         else:
             for column in [c for c in columns if c not in set(existing)]:
@@ -479,9 +480,16 @@ class _Psycopg2CopySink(_Sink):
             self._put(data)
 
     def close(self, error: BaseException | None) -> None:
-        self._put(_QueueReader._END if error is None else ReportLoadError("the download failed"))
+        if error is not None:
+            # The reader raises it inside copy_expert, which ends the COPY with CopyFail; if the
+            # COPY itself failed first, its error is the one already on its way.
+            with contextlib.suppress(BaseException):
+                self._put(ReportLoadError("the download of the result file failed"))
+            self._thread.join()
+            return
+        self._put(_QueueReader._END)
         self._thread.join()
-        if error is None and self._error is not None:
+        if self._error is not None:
             raise self._error
 
 
