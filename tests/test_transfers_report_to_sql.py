@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from _postgres import postgres_cluster  # noqa: F401
-from _sim import sim, start_sim, stripe_conn  # noqa: F401
+from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.testing.postgres import PostgresCluster, PostgresUnavailable, postgres_bin
@@ -692,3 +692,33 @@ def test_a_load_cut_mid_stream_fails_the_task_with_the_cause_and_keeps_the_previ
         f"{run_id} broke off after" in whole_log(again)
     )
     assert sqlite_warehouse.rows('SELECT count(*), min("_report_run_id") FROM activity') == before
+
+
+SQL_CANARY = "sk_test_SqlOperatorCanary4Tz8Kp2Lm7Wq"
+SQL_CANARY_CORE = "SqlOperatorCanary4Tz8"
+
+
+def test_a_deferred_load_through_both_waits_loads_the_rows_and_keeps_no_key(
+    write_dag: Callable[[str, str], Path],
+    sqlite_warehouse: Database,
+    start_sim: Callable[..., StripeSimulator],
+    after_first: Callable[..., None],
+) -> None:
+    simulator = start_sim(api_key=SQL_CANARY, data_available_end=MAR_2 - 6 * 3600, run_delay=0.5)
+    after_first(
+        simulator,
+        lambda r: r.kind == "create" and r.status == 400,
+        0.3,
+        lambda: simulator.set_data_available_end(MAR_2),
+    )
+    dag_file = load_dag(write_dag, "sql_deferred", deferrable=True, data_poll_interval=0.2)
+
+    result = run_dag(dag_file, "sql_deferred", logical_date=dt.datetime(2024, 3, 2, tzinfo=UTC))
+
+    assert result.state == "success", whole_log(result)
+    assert whole_log(result).count("[DAG TEST] running trigger in line") == 2  # the data wait, the run wait
+    [run] = simulator.report_runs()
+    assert result.xcom("load")["report_run_id"] == run["id"]
+    assert sqlite_warehouse.rows('SELECT count(*), min("_report_run_id") FROM activity') == [(24, run["id"])]
+    kept = {"log": result.log_text, "xcom": repr(result.xcoms), "rendered": repr(result.rendered_fields)}
+    assert [where for where, text in kept.items() if SQL_CANARY_CORE in text] == []
