@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _postgres import postgres_cluster  # noqa: F401
 from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
