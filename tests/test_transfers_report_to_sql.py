@@ -133,6 +133,7 @@ def load(database: Database, hook: Any, run: dict[str, Any], table: str, **kwarg
         schema=None,
         parameters=run["parameters"],
         log=kwargs.pop("log", Log()),
+        batch_size=kwargs.pop("batch_size", 1000),
         **kwargs,
     )
 
@@ -371,7 +372,14 @@ def test_the_file_streams_through_without_being_held_in_memory(
     tracemalloc.start()
     try:
         rows = load_result(
-            sql_hook, stripe_hook, run, table=table, schema=None, parameters=run["parameters"], log=Log()
+            sql_hook,
+            stripe_hook,
+            run,
+            table=table,
+            schema=None,
+            parameters=run["parameters"],
+            batch_size=10_000,  # the operator's default
+            log=Log(),
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -381,6 +389,31 @@ def test_the_file_streams_through_without_being_held_in_memory(
     # A few 1 MiB chunks in flight (measured: 3-4 MiB), and for inserts a batch of 10,000 parsed
     # rows (about 10 MiB): never the 24 MiB file.
     assert peak < (16 << 20 if driver == "sqlite" else 8 << 20), f"peak {peak >> 20} MiB"
+
+
+def test_a_record_with_more_cells_than_the_header_is_refused_and_nothing_changes(
+    database: Database, stripe_hook: Any, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    first = succeeded_run(stripe_hook)
+    load(database, stripe_hook, first, table)
+    second = succeeded_run(stripe_hook)
+    # The simulator writes only well-formed files: a broken one has to come from the response.
+    broken = [b"balance_transaction_id,gross\ntxn_1,1.00\n", b"txn_2,2.00,surplus\n"]
+    broken.append(b"\n" * (second["result"]["size"] - sum(map(len, broken))))  # the announced size
+    monkeypatch.setattr(requests.Response, "iter_content", lambda self, *args, **kwargs: iter(broken))
+
+    with pytest.raises(ReportLoadError) as failed:
+        load(database, stripe_hook, second, table)
+
+    if database.kind == "postgres":
+        assert "extra data after last expected column" in str(failed.value)
+    else:
+        assert "A record of the result file has 3 cells where the header has 2: 'txn_2,2.00,surplus'" in str(
+            failed.value
+        )
+    assert database.rows(f'SELECT count(*), min("_report_run_id") FROM "{table}"') == [(24, first["id"])]
 
 
 # ---------------------------------------------------------------------------------------------

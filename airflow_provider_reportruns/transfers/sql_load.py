@@ -88,7 +88,6 @@ SQL_TYPES: dict[str, dict[str, str]] = {
         "text": "TEXT",
     },
 }
-DEFAULT_BATCH_SIZE = 10_000
 # Chunks queued between the download and a psycopg2 COPY: bounds the memory held in between.
 _COPY_QUEUE_CHUNKS = 8
 
@@ -356,9 +355,6 @@ class _Table:
 class _Sink:
     """Where whole CSV records go: a COPY, or batched inserts."""
 
-    def __init__(self, records: CsvRecords) -> None:
-        self.records = records
-
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -369,8 +365,7 @@ class _Sink:
 class _InsertSink(_Sink):
     """Batched ``executemany`` inserts of parsed records (any DB-API database)."""
 
-    def __init__(self, records: CsvRecords, cursor: Any, table: _Table, columns: Sequence[str], key: LoadKey, batch_size: int) -> None:  # fmt: skip
-        super().__init__(records)
+    def __init__(self, cursor: Any, table: _Table, columns: Sequence[str], key: LoadKey, batch_size: int) -> None:
         self.cursor = cursor
         self.batch_size = batch_size
         self.constants = list(key.values())
@@ -385,7 +380,8 @@ class _InsertSink(_Sink):
         for row in csv.reader(io.StringIO(data.decode("utf-8"), newline="")):
             if len(row) != self.width:
                 raise ReportLoadError(
-                    f"A record of the result file has {len(row)} cells where the header has {self.width}: {row!r}"
+                    f"A record of the result file has {len(row)} cells where the header has {self.width}: "
+                    f"{','.join(row)[:200]!r}"
                 )
             self.batch.append([cell if cell != "" else None for cell in row] + self.constants)
             if len(self.batch) >= self.batch_size:
@@ -411,8 +407,7 @@ def _copy_statement(table: _Table, columns: Sequence[str]) -> str:
 class _Psycopg3CopySink(_Sink):
     """``COPY … FROM STDIN`` through psycopg 3, which takes the data as it is pushed."""
 
-    def __init__(self, records: CsvRecords, cursor: Any, statement: str) -> None:
-        super().__init__(records)
+    def __init__(self, cursor: Any, statement: str) -> None:
         self._stack = contextlib.ExitStack()
         self._copy = self._stack.enter_context(cursor.copy(statement))
 
@@ -449,8 +444,7 @@ class _Psycopg2CopySink(_Sink):
     """``COPY … FROM STDIN`` through psycopg2, which pulls from a file: the COPY runs in a thread
     reading what the download pushes into a bounded queue."""
 
-    def __init__(self, records: CsvRecords, cursor: Any, statement: str) -> None:
-        super().__init__(records)
+    def __init__(self, cursor: Any, statement: str) -> None:
         self._reader = _QueueReader()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(cursor, statement), name="report-copy", daemon=True)
@@ -539,11 +533,11 @@ class _Attempt:
         self.replaced = self.table.delete_key(self.cursor, self.key)
         columns = [*header, *PROVENANCE_COLUMNS]
         if not self.use_copy:
-            return _InsertSink(self.records, self.cursor, self.table, columns, self.key, self.batch_size)
+            return _InsertSink(self.cursor, self.table, columns, self.key, self.batch_size)
         statement = _copy_statement(self.table, columns)
         if hasattr(self.cursor, "copy_expert"):
-            return _Psycopg2CopySink(self.records, self.cursor, statement)
-        return _Psycopg3CopySink(self.records, self.cursor, statement)
+            return _Psycopg2CopySink(self.cursor, statement)
+        return _Psycopg3CopySink(self.cursor, statement)
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
         try:
@@ -586,7 +580,7 @@ def load_result(
     table: str,
     schema: str | None,
     parameters: Mapping[str, Any],
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
     log: logging.Logger | Any,
 ) -> int:
     """Stream a succeeded run's result file into ``table``, replacing the rows of the same load
