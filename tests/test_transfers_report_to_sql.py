@@ -217,6 +217,28 @@ def test_postgres_columns_get_exact_decimal_timestamptz_local_timestamp_and_inte
     assert gross == Decimal(first["gross"])
 
 
+def test_a_schema_puts_the_table_and_its_index_there(
+    postgres_cluster: PostgresCluster, airflow_conn: Callable[..., str], stripe_hook: Any, table: str
+) -> None:
+    airflow_conn("warehouse", **postgres_cluster.airflow_connection())
+    database = Database("postgres", "warehouse")
+    schema = f"s_{table}"
+    database.run(f"CREATE SCHEMA {schema}")
+    run = succeeded_run(stripe_hook)
+
+    for _ in range(2):
+        load_result(
+            database.hook(), stripe_hook, run, table=table, schema=schema, parameters=run["parameters"],
+            batch_size=1000, log=Log(),
+        )  # fmt: skip
+
+    assert database.rows(f'SELECT count(*) FROM {schema}."{table}"') == [(24,)]
+    assert database.rows(f"SELECT schemaname, indexname FROM pg_indexes WHERE tablename = '{table}'") == [
+        (schema, f"{table}_report_load")
+    ]
+    assert database.rows(f"SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'") == [(1,)]
+
+
 @pytest.mark.parametrize(
     ("column", "kind"),
     [
