@@ -37,6 +37,13 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "transfers": [
+            {
+                "source-integration-name": "Stripe Reporting",
+                "target-integration-name": "Common SQL",
+                "python-module": "airflow_provider_reportruns.transfers.report_to_sql",
+            }
+        ],
         "sensors": [
             {
                 "integration-name": "Stripe Reporting",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -207,49 +206,24 @@ class StripeReportToStorageOperator(BaseOperator):
 
     def _wait_for_data(self, interval_end: int) -> None:
         """Return once ``data_available_end`` reaches the interval end, or defer until it does."""
-        from airflow_provider_reportruns.intervals import iso_utc
-        from airflow_provider_reportruns.waiting import data_covers, poll_until
+        from airflow_provider_reportruns.operators.steps import wait_for_data
 
-        now = time.time()
-        deadline = now + self.data_timeout
-        if self.deferrable:
-            from airflow_provider_reportruns.triggers.report_type import StripeReportDataAvailableTrigger
-
-            self.defer(
-                trigger=StripeReportDataAvailableTrigger(
-                    report_type=self.report_type,
-                    interval_end=interval_end,
-                    stripe_conn_id=self.stripe_conn_id,
-                    poll_interval=self.data_poll_interval,
-                    end_time=deadline,
-                    first_poll_at=min(now + self.data_poll_interval, deadline),  # Stripe has just said no
-                ),
-                method_name="execute_after_data",
-            )
-        result = poll_until(
-            lambda: self.hook.get_report_type(self.report_type),
-            lambda report_type: data_covers(report_type, interval_end),
-            deadline=deadline,
-            first_delay=self.data_poll_interval,
-            interval=self.data_poll_interval,
+        wait_for_data(
+            self,
+            self.hook,
+            self.report_type,
+            interval_end,
+            stripe_conn_id=self.stripe_conn_id,
+            deferrable=self.deferrable,
+            data_poll_interval=self.data_poll_interval,
+            data_timeout=self.data_timeout,
             log=self.log,
-            describe=lambda _: f"Waiting for Stripe's {self.report_type} data to reach {iso_utc(interval_end)}",
         )
-        last_seen = (result.value or {}).get("data_available_end")
-        if not result.done:
-            raise AirflowException(self._data_timeout_message(interval_end, last_seen))
-        self.log.info("Stripe's %s data is available through %s.", self.report_type, iso_utc(last_seen))
 
     def _data_timeout_message(self, interval_end: int, last_seen: Any) -> str:
-        """The same words for the polling and the deferred wait (``last_seen``: Stripe's last
-        ``data_available_end``, if any answer came)."""
-        from airflow_provider_reportruns.intervals import iso_utc
+        from airflow_provider_reportruns.operators.steps import data_timeout_message
 
-        seen = iso_utc(last_seen) if isinstance(last_seen, int) else "no answer"
-        return (
-            f"Stripe's data for {self.report_type} did not reach interval_end {iso_utc(interval_end)} within "
-            f"data_timeout ({self.data_timeout:.0f} s); last data_available_end: {seen}."
-        )
+        return data_timeout_message(self.report_type, interval_end, self.data_timeout, last_seen)
 
     # -- resuming after a deferral ---------------------------------------------------------------
 

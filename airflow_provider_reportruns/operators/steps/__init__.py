@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         with_data_hint,
         with_report_type_suggestion,
     )
+    from airflow_provider_reportruns.operators.steps.data import data_timeout_message, wait_for_data
     from airflow_provider_reportruns.operators.steps.destination import (
         DESTINATION_TOKEN,
         RUN_TOKENS,
@@ -65,6 +66,7 @@ __all__ = [
     "create_or_reuse",
     "create_run",
     "data_comes_later",
+    "data_timeout_message",
     "defer_run_wait",
     "destination_for",
     "destination_tokens",
@@ -75,6 +77,7 @@ __all__ = [
     "reuse_lookback_seconds",
     "run_succeeded",
     "run_timeout_message",
+    "wait_for_data",
     "wait_for_run",
     "with_data_hint",
     "with_report_type_suggestion",
@@ -97,6 +100,7 @@ _MODULES = {
     "create_or_reuse": "create",
     "create_run": "create",
     "data_comes_later": "create",
+    "data_timeout_message": "data",
     "defer_run_wait": "wait",
     "destination_for": "destination",
     "destination_tokens": "destination",
@@ -107,6 +111,7 @@ _MODULES = {
     "reuse_lookback_seconds": "request",
     "run_succeeded": "wait",
     "run_timeout_message": "wait",
+    "wait_for_data": "data",
     "wait_for_run": "wait",
     "with_data_hint": "create",
     "with_report_type_suggestion": "create",

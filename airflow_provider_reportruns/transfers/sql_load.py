@@ -1,0 +1,623 @@
+"""Loading a result file into a table: column types, the table's shape, and one transaction that
+replaces a load's previous rows, fed from the HTTP response as it streams.
+
+No Airflow import at module level: the operator imports this module inside ``execute``.
+
+One load is keyed by report type, parameters (normalized, interval excluded) and interval; its
+rows carry that key and the run id in the :data:`PROVENANCE_COLUMNS`. A load deletes the key's
+rows and writes the new ones in one transaction, so a retried, cleared or re-run interval never
+doubles a row, and a load that fails part-way (a cut download, a value the column refuses) is
+rolled back whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import queue
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
+
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+
+__all__ = [
+    "KEY_COLUMNS",
+    "PROVENANCE_COLUMNS",
+    "SQL_TYPES",
+    "CsvRecords",
+    "LoadKey",
+    "ReportLoadError",
+    "check_identifier",
+    "column_kind",
+    "load_result",
+]
+
+#: Columns every loaded row carries: where it came from. The last four are the load's key.
+PROVENANCE_COLUMNS = ("_report_run_id", "_report_type", "_report_parameters", "_interval_start", "_interval_end")
+KEY_COLUMNS = PROVENANCE_COLUMNS[1:]
+_PROVENANCE_KINDS = {
+    "_report_run_id": "text",
+    "_report_type": "text",
+    "_report_parameters": "text",
+    "_interval_start": "utc",
+    "_interval_end": "utc",
+}
+
+# Postgres truncates longer names silently; a plain identifier is all a table name needs.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_AMOUNT_COLUMNS = frozenset({"gross", "fee", "net", "amount"})
+# Stripe's local-time twins of the ``*_utc`` columns: times in the run's ``timezone`` parameter.
+_LOCAL_TIME_COLUMNS = frozenset(
+    {"created", "available_on", "effective_at", "automatic_payout_effective_at", "charge_created", "payout_reversed_at"}
+)
+
+#: SQL type of each kind of column, per database (``default``: any other DB-API database).
+SQL_TYPES: dict[str, dict[str, str]] = {
+    "postgres": {
+        "amount": "NUMERIC",
+        "utc": "TIMESTAMPTZ",
+        "local": "TIMESTAMP",
+        "date": "DATE",
+        "integer": "BIGINT",
+        "text": "TEXT",
+    },
+    # SQLite has no exact decimal or time type: NUMERIC and TIMESTAMP are affinities (amounts are
+    # stored as SQLite numbers, times as the report's text).
+    "sqlite": {
+        "amount": "NUMERIC",
+        "utc": "TIMESTAMP",
+        "local": "TIMESTAMP",
+        "date": "DATE",
+        "integer": "INTEGER",
+        "text": "TEXT",
+    },
+    "default": {
+        "amount": "DECIMAL(38, 6)",
+        "utc": "TIMESTAMP",
+        "local": "TIMESTAMP",
+        "date": "DATE",
+        "integer": "BIGINT",
+        "text": "TEXT",
+    },
+}
+DEFAULT_BATCH_SIZE = 10_000
+# Chunks queued between the download and a psycopg2 COPY: bounds the memory held in between.
+_COPY_QUEUE_CHUNKS = 8
+
+
+class ReportLoadError(Exception):
+    """A load failed and was rolled back; the table keeps the rows it had."""
+
+
+def check_identifier(value: Any, what: str) -> str:
+    """``value`` when it is a plain SQL identifier (letters, digits, ``_``; 63 at most).
+
+    :raises ValueError: naming ``what`` and the value.
+    """
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{what} must be a plain SQL identifier (a letter or _, then letters, digits or _; "
+            f"at most 63 characters), got {value!r}."
+        )
+    return value
+
+
+def quote(name: str) -> str:
+    """``name`` as a quoted identifier (report columns such as ``payment_metadata[key]`` need it)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def column_kind(name: str) -> str:
+    """The kind of a report column, from its name: ``amount``, ``utc`` (a ``*_utc`` time),
+    ``local`` (its local-time twin), ``date``, ``integer`` (counts) or ``text``."""
+    if name in _PROVENANCE_KINDS:
+        return _PROVENANCE_KINDS[name]
+    if name.endswith("_utc"):
+        return "utc"
+    if name in _LOCAL_TIME_COLUMNS:
+        return "local"
+    if name.endswith("_date"):
+        return "date"
+    if name in _AMOUNT_COLUMNS or name.endswith("_amount"):
+        return "amount"
+    if name == "count" or name.endswith("_count"):
+        return "integer"
+    return "text"
+
+
+@dataclass(frozen=True)
+class LoadKey:
+    """The provenance values of one load; all but the run id identify the rows it replaces.
+
+    :param report_run_id: the run whose file is loaded.
+    :param report_type: Stripe's report type id.
+    :param parameters: the parameters but the interval, normalized, as canonical JSON.
+    :param interval_start: ``2024-03-01 00:00:00+00:00``, or ``None`` for interval-less types.
+    :param interval_end: the same for the end.
+    """
+
+    report_run_id: str
+    report_type: str
+    parameters: str
+    interval_start: str | None
+    interval_end: str | None
+
+    @classmethod
+    def for_run(cls, report_run_id: str, report_type: str, parameters: Mapping[str, Any]) -> LoadKey:
+        import datetime as dt
+
+        from airflow_provider_reportruns.operators.steps.reuse import INTERVAL_TOKENS, normalized_parameters
+
+        normalized = normalized_parameters(parameters)
+        bounds = [normalized.pop(token, None) for token in INTERVAL_TOKENS]
+        start, end = (
+            dt.datetime.fromtimestamp(int(b), dt.timezone.utc).isoformat(sep=" ") if b is not None else None
+            for b in bounds
+        )
+        text = json.dumps(normalized, sort_keys=True, separators=(",", ":"))
+        return cls(report_run_id, report_type, text, start, end)
+
+    def values(self) -> tuple[str | None, ...]:
+        """In :data:`PROVENANCE_COLUMNS` order."""
+        return (self.report_run_id, self.report_type, self.parameters, self.interval_start, self.interval_end)
+
+    def csv_suffix(self) -> bytes:
+        """``,"run",…`` appended to each CSV record for COPY (``None`` as an empty, NULL cell)."""
+        cells = ("" if v is None else '"' + v.replace('"', '""') + '"' for v in self.values())
+        return ("," + ",".join(cells)).encode()
+
+
+class CsvRecords:
+    """Splits a CSV byte stream into whole records, the header apart, each record followed by
+    ``suffix`` and a newline; blank lines and ``\\r`` before a newline are dropped.
+
+    A newline ends a record when the count of ``"`` since the record began is even (a quoted
+    field may hold newlines; ``""`` escapes a quote). A chunk without ``"``, ``\\r`` or blank lines
+    is transformed with one ``bytes.replace``: Python never sees its records one by one, which
+    keeps a COPY fed from this as fast as the server takes it.
+
+    :param suffix: bytes to append to every record (the constant provenance cells).
+    """
+
+    def __init__(self, suffix: bytes = b"") -> None:
+        self._suffix_nl = suffix + b"\n"
+        self.header: list[str] | None = None
+        self.records = 0
+        self._pending = b""  # the start of a record not yet ended
+        self._quoted = False  # whether the data so far ends inside a quoted field
+
+    def feed(self, data: bytes | memoryview) -> bytes:
+        """The whole records ``data`` completes (the header is parsed into :attr:`header`)."""
+        data = bytes(data)
+        if (
+            self.header is not None
+            and not self._quoted
+            and b'"' not in data
+            and b"\r" not in data
+            and b"\n\n" not in data
+            and (self._pending or not data.startswith(b"\n"))
+            and not self._pending.endswith(b"\r")
+        ):
+            first = data.find(b"\n")
+            if first < 0:
+                self._pending += data
+                return b""
+            last = data.rfind(b"\n")
+            head, self._pending = self._pending + data[:first], data[last + 1 :]
+            self.records += data.count(b"\n")
+            return head + self._suffix_nl + data[first + 1 : last + 1].replace(b"\n", self._suffix_nl)
+        return self._feed_slowly(data)
+
+    def _feed_slowly(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        start = pos = 0
+        while (newline := data.find(b"\n", pos)) >= 0:
+            if data.count(b'"', pos, newline) % 2:
+                self._quoted = not self._quoted
+            pos = newline + 1
+            if self._quoted:
+                continue
+            record = data[start:newline]
+            if self._pending:
+                record, self._pending = self._pending + record, b""
+            start = pos
+            self._emit(record, out)
+        if data.count(b'"', pos) % 2:
+            self._quoted = not self._quoted
+        self._pending += data[start:]
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The last record, when the file does not end with a newline.
+
+        :raises ReportLoadError: when the file ends inside a quoted field.
+        """
+        if self._quoted:
+            raise ReportLoadError("The result file ends inside a quoted CSV field: it is not a whole CSV file.")
+        out: list[bytes] = []
+        record, self._pending = self._pending, b""
+        self._emit(record, out)
+        return b"".join(out)
+
+    def _emit(self, record: bytes, out: list[bytes]) -> None:
+        if record.endswith(b"\r"):
+            record = record[:-1]
+        if not record:
+            return
+        if self.header is None:
+            text = record.decode("utf-8-sig")
+            self.header = next(csv.reader([text]))
+            return
+        out.append(record)
+        out.append(self._suffix_nl)
+        self.records += 1
+
+
+# -------------------------------------------------------------------------------------------------
+# Databases
+
+
+class _Table:
+    """The target table in one database: its dialect, shape and statements."""
+
+    def __init__(self, sql_hook: Any, conn: Any, table: str, schema: str | None) -> None:
+        self.hook = sql_hook
+        self.conn = conn
+        self.table = table
+        self.schema = schema
+        conn_type = str(getattr(sql_hook, "conn_type", "") or "")
+        self.dialect = (
+            "postgres" if conn_type in ("postgres", "postgresql") else "sqlite" if conn_type == "sqlite" else "default"
+        )
+        self.placeholder = str(getattr(sql_hook, "placeholder", "%s") or "%s")
+        self.name = f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+        self.display = f"{schema}.{table}" if schema else table
+
+    def sql_type(self, column: str) -> str:
+        return SQL_TYPES[self.dialect][column_kind(column)]
+
+    def existing_columns(self, cursor: Any) -> list[str] | None:
+        """The table's columns, or ``None`` when it does not exist."""
+        if self.dialect == "sqlite":
+            prefix = f"{quote(self.schema)}." if self.schema else ""
+            cursor.execute(f"PRAGMA {prefix}table_info({quote(self.table)})")
+            names = [str(row[1]) for row in cursor.fetchall()]
+        else:
+            p = self.placeholder
+            schema_test = f"table_schema = {p}" if self.schema else "table_schema = current_schema()"
+            cursor.execute(
+                "SELECT column_name FROM information_schema.columns "
+                f"WHERE {schema_test} AND table_name = {p} ORDER BY ordinal_position",
+                (self.schema, self.table) if self.schema else (self.table,),
+            )
+            names = [str(row[0]) for row in cursor.fetchall()]
+        return names or None
+
+    def prepare(self, cursor: Any, header: Sequence[str], log: logging.Logger | Any) -> None:
+        """Create the table, or add the columns it lacks, and its index on the load key."""
+        columns = [*header, *PROVENANCE_COLUMNS]
+        existing = self.existing_columns(cursor)
+        if existing is None:
+            body = ", ".join(f"{quote(c)} {self.sql_type(c)}" for c in columns)
+            cursor.execute(f"CREATE TABLE {self.name} ({body})")
+            log.info("Created table %s with %d columns.", self.display, len(columns))
+        else:
+            for column in [c for c in columns if c not in set(existing)]:
+                cursor.execute(f"ALTER TABLE {self.name} ADD COLUMN {quote(column)} {self.sql_type(column)}")
+                log.info("Added column %s (%s) to table %s.", column, self.sql_type(column), self.display)
+        if self.dialect in ("postgres", "sqlite"):
+            index = quote(f"{self.table[:50]}_report_load")
+            on = f"{quote(self.schema)}.{index}" if self.schema and self.dialect == "sqlite" else index
+            table = quote(self.table) if self.dialect == "sqlite" else self.name
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS {on} ON {table} ({', '.join(map(quote, KEY_COLUMNS))})")
+
+    def delete_key(self, cursor: Any, key: LoadKey) -> int:
+        """Delete the rows a previous load of ``key`` wrote; return how many."""
+        tests, args = [], []
+        for column, value in zip(KEY_COLUMNS, key.values()[1:], strict=True):
+            if value is None:
+                tests.append(f"{quote(column)} IS NULL")
+            else:
+                tests.append(f"{quote(column)} = {self.placeholder}")
+                args.append(value)
+        cursor.execute(f"DELETE FROM {self.name} WHERE {' AND '.join(tests)}", tuple(args))
+        return max(0, int(cursor.rowcount or 0))
+
+
+class _Sink:
+    """Where whole CSV records go: a COPY, or batched inserts."""
+
+    def __init__(self, records: CsvRecords) -> None:
+        self.records = records
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+
+class _InsertSink(_Sink):
+    """Batched ``executemany`` inserts of parsed records (any DB-API database)."""
+
+    def __init__(self, records: CsvRecords, cursor: Any, table: _Table, columns: Sequence[str], key: LoadKey, batch_size: int) -> None:  # fmt: skip
+        super().__init__(records)
+        self.cursor = cursor
+        self.batch_size = batch_size
+        self.constants = list(key.values())
+        self.width = len(columns) - len(PROVENANCE_COLUMNS)
+        marks = ", ".join([table.placeholder] * len(columns))
+        self.statement = f"INSERT INTO {table.name} ({', '.join(map(quote, columns))}) VALUES ({marks})"
+        self.batch: list[list[Any]] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        for row in csv.reader(io.StringIO(data.decode("utf-8"), newline="")):
+            if len(row) != self.width:
+                raise ReportLoadError(
+                    f"A record of the result file has {len(row)} cells where the header has {self.width}: {row!r}"
+                )
+            self.batch.append([cell if cell != "" else None for cell in row] + self.constants)
+            if len(self.batch) >= self.batch_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            self.cursor.executemany(self.statement, self.batch)
+            self.batch = []
+
+    def close(self, error: BaseException | None) -> None:
+        if error is None:
+            self._flush()
+
+
+def _copy_statement(table: _Table, columns: Sequence[str]) -> str:
+    typed = [quote(c) for c in columns if column_kind(c) != "text"]
+    # FORCE_NULL: an empty cell is NULL in a typed column even when quoted, as in the insert path.
+    force_null = f", FORCE_NULL ({', '.join(typed)})" if typed else ""
+    return f"COPY {table.name} ({', '.join(map(quote, columns))}) FROM STDIN (FORMAT csv{force_null})"
+
+
+class _Psycopg3CopySink(_Sink):
+    """``COPY … FROM STDIN`` through psycopg 3, which takes the data as it is pushed."""
+
+    def __init__(self, records: CsvRecords, cursor: Any, statement: str) -> None:
+        super().__init__(records)
+        self._stack = contextlib.ExitStack()
+        self._copy = self._stack.enter_context(cursor.copy(statement))
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._copy.write(data)
+
+    def close(self, error: BaseException | None) -> None:
+        if error is None:
+            self._stack.close()
+        else:  # psycopg ends the COPY with CopyFail, so the server drops what it was sent
+            with contextlib.suppress(Exception):
+                self._stack.__exit__(type(error), error, error.__traceback__)
+
+
+class _QueueReader:
+    """A file to read from, fed by another thread: what psycopg2's ``copy_expert`` needs."""
+
+    _END = b""
+
+    def __init__(self) -> None:
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_COPY_QUEUE_CHUNKS)
+
+    def read(self, size: int = -1) -> bytes:
+        item = self.chunks.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    readline = read
+
+
+class _Psycopg2CopySink(_Sink):
+    """``COPY … FROM STDIN`` through psycopg2, which pulls from a file: the COPY runs in a thread
+    reading what the download pushes into a bounded queue."""
+
+    def __init__(self, records: CsvRecords, cursor: Any, statement: str) -> None:
+        super().__init__(records)
+        self._reader = _QueueReader()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(cursor, statement), name="report-copy", daemon=True)
+        self._thread.start()
+
+    def _run(self, cursor: Any, statement: str) -> None:
+        try:
+            cursor.copy_expert(statement, self._reader)
+        except BaseException as exc:
+            self._error = exc
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while True:
+            if not self._thread.is_alive():
+                # The COPY ended early (the server refused a row): stop the download with its error.
+                if self._error is not None:
+                    raise self._error
+                return
+            try:
+                self._reader.chunks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._put(data)
+
+    def close(self, error: BaseException | None) -> None:
+        self._put(_QueueReader._END if error is None else ReportLoadError("the download failed"))
+        self._thread.join()
+        if error is None and self._error is not None:
+            raise self._error
+
+
+class _Attempt:
+    """One try at loading the file: what ``download_atomically`` opens, writes and closes."""
+
+    def __init__(self, table: _Table, key: LoadKey, batch_size: int, log: logging.Logger | Any) -> None:
+        self.table = table
+        self.key = key
+        self.batch_size = batch_size
+        self.log = log
+        self.use_copy = table.dialect == "postgres"
+        self.records = CsvRecords(key.csv_suffix() if self.use_copy else b"")
+        self.sink: _Sink | None = None
+        self.cursor: Any = None
+        self.replaced = 0
+
+    def __enter__(self) -> _Attempt:
+        self.cursor = self.table.conn.cursor()
+        if self.table.dialect == "postgres":
+            # *_utc times are written without an offset: they are read as UTC in this transaction.
+            self.cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+            # Two loads of one key at once would both delete, then both insert: one waits here.
+            self.cursor.execute(
+                f"SELECT pg_advisory_xact_lock(hashtextextended({self.table.placeholder}, 0))",
+                (json.dumps([self.table.display, *self.key.values()[1:]]),),
+            )
+        elif self.table.dialect == "sqlite" and not self.table.conn.in_transaction:
+            self.cursor.execute("BEGIN")  # so the table's creation is undone with the rows
+        return self
+
+    def write(self, data: bytes | memoryview) -> None:
+        out = self.records.feed(data)
+        if self.sink is None and self.records.header is not None:
+            self.sink = self._start(self.records.header)
+        if self.sink is not None:
+            self.sink.write(out)
+
+    def _start(self, header: list[str]) -> _Sink:
+        clash = [c for c in header if c in PROVENANCE_COLUMNS]
+        if clash or len(set(header)) != len(header) or not all(header):
+            raise ReportLoadError(
+                f"The result file's header cannot be a table's columns (empty, repeated, or one of "
+                f"{', '.join(PROVENANCE_COLUMNS)}): {header!r}"
+            )
+        self.table.prepare(self.cursor, header, self.log)
+        self.replaced = self.table.delete_key(self.cursor, self.key)
+        columns = [*header, *PROVENANCE_COLUMNS]
+        if not self.use_copy:
+            return _InsertSink(self.records, self.cursor, self.table, columns, self.key, self.batch_size)
+        statement = _copy_statement(self.table, columns)
+        if hasattr(self.cursor, "copy_expert"):
+            return _Psycopg2CopySink(self.records, self.cursor, statement)
+        return _Psycopg3CopySink(self.records, self.cursor, statement)
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        try:
+            if error is None:
+                tail = self.records.finish()
+                if self.records.header is None:
+                    raise ReportLoadError("The result file is empty: not even a header line.")
+                if self.sink is None:
+                    self.sink = self._start(self.records.header)
+                self.sink.write(tail)
+                self.sink.close(None)
+            elif self.sink is not None:
+                self.sink.close(error)
+        finally:
+            with contextlib.suppress(Exception):
+                self.cursor.close()
+
+
+def _connect(sql_hook: Any) -> Any:
+    conn = sql_hook.get_conn()
+    if getattr(sql_hook, "conn_type", "") != "sqlite" and getattr(sql_hook, "supports_autocommit", False):
+        sql_hook.set_autocommit(conn, False)
+    return conn
+
+
+@contextlib.contextmanager
+def _closing(conn: Any) -> Iterator[Any]:
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def load_result(
+    sql_hook: Any,
+    stripe_hook: StripeReportingHook,
+    run: Mapping[str, Any],
+    *,
+    table: str,
+    schema: str | None,
+    parameters: Mapping[str, Any],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    log: logging.Logger | Any,
+) -> int:
+    """Stream a succeeded run's result file into ``table``, replacing the rows of the same load
+    key, in one transaction; return the number of rows loaded.
+
+    PostgreSQL takes the file through ``COPY … FROM STDIN``, each record with the constant
+    provenance cells appended as it streams; other databases through ``executemany`` batches of
+    ``batch_size`` rows. A download cut off part-way starts the transaction over (as a download
+    to a file does), up to the connection's ``max_retries``; an expired file URL is refreshed.
+
+    :param sql_hook: a ``common.sql`` ``DbApiHook``.
+    :param parameters: the run's parameters (the load key's parameters and interval).
+    :raises ReportLoadError: after rolling back, naming the run, the table and the cause.
+    """
+    from airflow_provider_reportruns.client import result_file
+
+    run = stripe_hook.succeeded_report_run(run)
+    run_id = str(run["id"])
+    key = LoadKey.for_run(run_id, str(run.get("report_type")), parameters)
+    attempts: list[_Attempt] = []
+    with _closing(_connect(sql_hook)) as conn:
+        target = _Table(sql_hook, conn, table, schema)
+
+        def open_attempt() -> _Attempt:
+            with contextlib.suppress(Exception):
+                conn.rollback()  # a fresh transaction for each attempt
+            attempts.append(_Attempt(target, key, batch_size, log))
+            return attempts[-1]
+
+        def download(fresh: Mapping[str, Any]) -> int:
+            file = result_file(fresh) or {}
+            return stripe_hook.client.download_atomically(
+                file["url"],
+                open_attempt,
+                conn.commit,
+                conn.rollback,
+                expected_size=file.get("size"),
+                what=f"the result file of report run {run_id}",
+            )
+
+        try:
+            size = stripe_hook.with_fresh_result(run, download)
+        except Exception as exc:
+            raise ReportLoadError(
+                f"Loading report run {run_id} ({key.report_type}) into table {target.display} failed and was "
+                f"rolled back: the table keeps the rows it had. Cause: {_describe(exc)}"
+            ) from exc
+    done = attempts[-1]
+    log.info(
+        "Loaded %d rows of report run %s (%s bytes) into table %s, replacing %d rows of an earlier load.",
+        done.records.records,
+        run_id,
+        size,
+        target.display,
+        done.replaced,
+    )
+    return done.records.records
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
