@@ -1,5 +1,6 @@
-"""OpenLineage: the storage operator reports the Stripe report type it read and the file it wrote,
-as datasets in the events the OpenLineage provider emits; without the provider nothing changes."""
+"""OpenLineage: the storage and SQL operators report the Stripe report type they read and the file
+or table they wrote, as datasets in the events the OpenLineage provider emits (file transport, a
+real DAG run); without the provider nothing changes."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import pendulum
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_reportruns.operators.report_to_storage import StripeReportToStorageOperator
+from airflow_provider_reportruns.transfers.report_to_sql import StripeReportToSqlOperator
 
 try:
     from airflow.sdk import DAG
@@ -50,6 +52,13 @@ with DAG(
         task_id="store",
         report_type="balance.summary.1",
         destination=os.environ["REPORTS_DIR"] + "/{report_type}/{{ data_interval_start | ds }}.csv",
+        poll_interval=0.2,
+    )
+    StripeReportToSqlOperator(
+        task_id="load",
+        report_type="balance_change_from_activity.itemized.3",
+        table="balance_changes",
+        sql_conn_id="lineage_sqlite",
         poll_interval=0.2,
     )
 """
@@ -71,31 +80,56 @@ os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({{"type": "file", "lo
 os.environ["AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"] = "True"
 os.environ["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "reportruns-tests"
 result = airflow_harness.run_dag(Path({dag!r}), "lineage", logical_date=dt.datetime.fromisoformat({day!r}))
-print(json.dumps({{"state": result.state, "xcom": result.xcom("store") if result.state == "success" else None,
-                  "log": result.log_text[-4000:]}}))
+ok = result.state == "success"
+# Not stdout: the provider's emitting threads may still log there.
+Path({outcome!r}).write_text(json.dumps({{"state": result.state, "xcom": result.xcom("store") if ok else None,
+                  "loaded": result.xcom("load") if ok else None, "log": result.log_text[-4000:]}}))
 """
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every event in the transport's file. The provider emits DAG run and task events from
+    several processes and threads at once: an event and the newline after it are separate writes,
+    so two events may share a line."""
+    text, decoder, events, at = path.read_text(), json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return events
+        event, at = decoder.raw_decode(text, at)
+        events.append(event)
 
 
-def test_a_stored_report_emits_the_stripe_report_type_as_input_and_the_file_as_output(tmp_path: Path) -> None:
+def test_a_stored_and_a_loaded_report_emit_the_report_type_as_input_and_the_file_or_table_as_output(
+    tmp_path: Path,
+) -> None:
     dag = tmp_path / "lineage_dag.py"
     dag.write_text(LINEAGE_DAG)
     events = tmp_path / "events.jsonl"
     reports = tmp_path / "reports"
     with StripeSimulator(run_delay=0.0) as simulator:
         conn = {"conn_type": "stripe", "host": simulator.url, "password": simulator.api_key}
-        env = {**os.environ, "AIRFLOW_CONN_STRIPE_DEFAULT": json.dumps(conn), "REPORTS_DIR": str(reports)}
+        database = tmp_path / "warehouse.db"
+        env = {
+            **os.environ,
+            "AIRFLOW_CONN_STRIPE_DEFAULT": json.dumps(conn),
+            "AIRFLOW_CONN_LINEAGE_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(database)}),
+            "REPORTS_DIR": str(reports),
+        }
         code = DRIVER.format(
-            tests=str(TESTS), home=str(tmp_path / "home"), events=str(events), dag=str(dag), day=DAY.isoformat()
+            tests=str(TESTS),
+            home=str(tmp_path / "home"),
+            events=str(events),
+            dag=str(dag),
+            day=DAY.isoformat(),
+            outcome=str(tmp_path / "outcome.json"),
         )
         completed = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240, check=False
         )
     assert completed.returncode == 0, completed.stderr[-4000:]
-    outcome = json.loads(completed.stdout.strip().splitlines()[-1])
+    outcome = json.loads((tmp_path / "outcome.json").read_text())
     assert outcome["state"] == "success", outcome["log"]
     stored = reports / "balance.summary.1" / "2024-03-01.csv"
     assert outcome["xcom"] == str(stored)
@@ -106,6 +140,16 @@ def test_a_stored_report_emits_the_stripe_report_type_as_input_and_the_file_as_o
     host = simulator.url.split("://", 1)[1].rstrip("/")
     assert [(d["namespace"], d["name"]) for d in complete[0]["inputs"]] == [(f"stripe://{host}", "balance.summary.1")]
     assert [(d["namespace"], d["name"]) for d in complete[0]["outputs"]] == [("file", str(stored))]
+
+    assert outcome["loaded"]["rows"] > 0
+    load_events = [e for e in _events(events) if e["job"]["name"] == "lineage.load"]
+    [loaded] = [e for e in load_events if e["eventType"] == "COMPLETE"]
+    assert [(d["namespace"], d["name"]) for d in loaded["inputs"]] == [
+        (f"stripe://{host}", "balance_change_from_activity.itemized.3")
+    ]
+    assert [(d["namespace"], d["name"]) for d in loaded["outputs"]] == [
+        (f"sqlite://{database}", "main.balance_changes")
+    ]
     # The key reaches no event.
     assert simulator.api_key not in events.read_text()
 
@@ -154,6 +198,29 @@ def test_a_relative_path_is_named_by_its_absolute_path(tmp_path: Path, monkeypat
     assert file_dataset("out/a.csv") == DatasetId("file", str(tmp_path / "out" / "a.csv"))
 
 
+def test_the_sql_operator_names_its_table_through_its_sql_hook() -> None:
+    from airflow_provider_reportruns.transfers.report_to_sql import StripeReportToSqlOperator
+
+    pg = {"conn_type": "postgres", "host": "db.internal", "port": 5432, "schema": "finance", "login": "u"}
+    with (
+        connection_env("stripe_lineage", conn_type="stripe", password="sk_test_lineage"),
+        connection_env("pg_lineage", **pg),  # type: ignore[arg-type]
+    ):
+        operator = StripeReportToSqlOperator(
+            task_id="t",
+            report_type="balance.summary.1",
+            table="balances",
+            schema="stripe",
+            sql_conn_id="pg_lineage",
+            stripe_conn_id="stripe_lineage",
+        )
+        lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("stripe://api.stripe.com", "balance.summary.1")]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [
+        ("postgres://db.internal:5432", "finance.stripe.balances")
+    ]
+
+
 def test_a_postgres_table_is_named_by_server_database_schema_and_table() -> None:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -196,6 +263,7 @@ def test_the_lineage_module_is_not_imported_by_a_dag_parse() -> None:
         """
         import sys
         import airflow_provider_reportruns.operators.report_to_storage
+        import airflow_provider_reportruns.transfers.report_to_sql
         print(sorted(m for m in sys.modules if m.startswith(("airflow_provider_reportruns.lineage", "openlineage"))))
         """
     )
