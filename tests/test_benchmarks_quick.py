@@ -41,6 +41,9 @@ EXPECTED_ROWS = {
     "6b": True,
     "6c": True,
     "6d": True,
+    "7a": True,
+    "7b": True,
+    "7c": True,
 }
 
 pytestmark = pytest.mark.skipif(
