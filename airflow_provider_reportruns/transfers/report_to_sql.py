@@ -32,7 +32,8 @@ class StripeReportToSqlOperator(BaseOperator):
     with its arguments, errors and deferral; only the last step differs.
 
     **Exactly once per interval.** A load is keyed by report type, parameters (normalized as the
-    reuse lookup compares them; the interval apart) and interval. In one transaction it deletes the
+    reuse lookup compares them; the interval and ``columns`` apart, as ``columns`` changes what a
+    row shows, not which rows there are) and interval. In one transaction it deletes the
     rows of its key and writes the file's: a retry, a clear, a re-run or a backfill over loaded
     intervals never doubles a row, a load that fails part-way (the download cut off, a value the
     column type refuses) is rolled back and leaves the previous rows as they were, and loads with
@@ -44,11 +45,12 @@ class StripeReportToSqlOperator(BaseOperator):
 
     - ``_report_run_id``: the Stripe report run the row was loaded from;
     - ``_report_type``: e.g. ``balance_change_from_activity.itemized.3``;
-    - ``_report_parameters``: the run's parameters but the interval, as canonical JSON
-      (``{"currency":"usd"}``; ``{}`` when none);
+    - ``_report_parameters``: the run's parameters but the interval and ``columns``, as canonical
+      JSON (``{"currency":"usd"}``; ``{}`` when none);
     - ``_interval_start``, ``_interval_end``: the interval (UTC; NULL for a report type without one).
 
-    The last four are the load's key, indexed as ``<table>_report_load`` on PostgreSQL and SQLite.
+    The last four are the load's key. On PostgreSQL and SQLite an index ``<table>_report_load`` on
+    ``_interval_start`` lets a load find the rows it replaces without reading the whole table.
 
     **Types**, from the column's name (PostgreSQL / SQLite / other databases):
 
