@@ -6,7 +6,8 @@
 * Run DAGs with ``from airflow_harness import run_dag`` (one pytest process: the first
   ``dag.test()`` on Airflow 3 costs ~5 s, later ones well under a second).
 * Fixtures: ``airflow_db``, ``airflow_conn`` (connection from ``AIRFLOW_CONN_<ID>``),
-  ``write_dag`` (write DAG source into a tmp dags folder), ``example_dags_dir``.
+  ``write_dag`` (write DAG source into a tmp dags folder), ``example_dags_dir``, and
+  ``postgres_cluster`` (a PostgreSQL server for the session, started on first use; see ``_postgres.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import airflow_harness
+from _postgres import postgres_cluster  # noqa: F401  (one PostgreSQL server per session, on first use)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

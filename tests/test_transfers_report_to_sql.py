@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _postgres import postgres_cluster  # noqa: F401
-from _sim import sim, start_sim, stripe_conn  # noqa: F401
+from _sim import after_first, sim, start_sim, stripe_conn  # noqa: F401
 from airflow_harness import DagRunResult, run_dag
 
 from airflow_provider_reportruns.testing.postgres import PostgresCluster, PostgresUnavailable, postgres_bin
@@ -134,6 +133,7 @@ def load(database: Database, hook: Any, run: dict[str, Any], table: str, **kwarg
         schema=None,
         parameters=run["parameters"],
         log=kwargs.pop("log", Log()),
+        batch_size=kwargs.pop("batch_size", 1000),
         **kwargs,
     )
 
@@ -215,6 +215,28 @@ def test_postgres_columns_get_exact_decimal_timestamptz_local_timestamp_and_inte
     assert created == dt.datetime.strptime(first["created"], "%Y-%m-%d %H:%M:%S")
     assert created != created_utc.replace(tzinfo=None)  # New York is not UTC
     assert gross == Decimal(first["gross"])
+
+
+def test_a_schema_puts_the_table_and_its_index_there(
+    postgres_cluster: PostgresCluster, airflow_conn: Callable[..., str], stripe_hook: Any, table: str
+) -> None:
+    airflow_conn("warehouse", **postgres_cluster.airflow_connection())
+    database = Database("postgres", "warehouse")
+    schema = f"s_{table}"
+    database.run(f"CREATE SCHEMA {schema}")
+    run = succeeded_run(stripe_hook)
+
+    for _ in range(2):
+        load_result(
+            database.hook(), stripe_hook, run, table=table, schema=schema, parameters=run["parameters"],
+            batch_size=1000, log=Log(),
+        )  # fmt: skip
+
+    assert database.rows(f'SELECT count(*) FROM {schema}."{table}"') == [(24,)]
+    assert database.rows(f"SELECT schemaname, indexname FROM pg_indexes WHERE tablename = '{table}'") == [
+        (schema, f"{table}_report_load")
+    ]
+    assert database.rows(f"SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'") == [(1,)]
 
 
 @pytest.mark.parametrize(
@@ -346,6 +368,76 @@ def test_a_report_with_a_column_the_table_lacks_adds_it_and_replaces_the_interva
     ]
 
 
+@pytest.mark.parametrize("driver", ["postgres", "psycopg2", "sqlite"])
+def test_the_file_streams_through_without_being_held_in_memory(
+    driver: str,
+    request: pytest.FixtureRequest,
+    airflow_conn: Callable[..., str],
+    tmp_path: Path,
+    stripe_hook: Any,
+    sim: StripeSimulator,
+    table: str,
+) -> None:
+    import tracemalloc
+
+    if driver == "sqlite":
+        airflow_conn("warehouse", conn_type="sqlite", host=str(tmp_path / "warehouse.db"))
+        database = Database("sqlite", "warehouse")
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        airflow_conn("warehouse", **cluster.airflow_connection())
+        database = Database(driver, "warehouse", cluster.uri)
+    sim.result_size = 24 << 20
+    run = succeeded_run(stripe_hook)
+    sql_hook = database.hook()
+
+    tracemalloc.start()
+    try:
+        rows = load_result(
+            sql_hook,
+            stripe_hook,
+            run,
+            table=table,
+            schema=None,
+            parameters=run["parameters"],
+            batch_size=10_000,  # the operator's default
+            log=Log(),
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert database.count(table) == rows > 150_000
+    # A few 1 MiB chunks in flight (measured: 3-4 MiB), and for inserts a batch of 10,000 parsed
+    # rows (about 10 MiB): never the 24 MiB file.
+    assert peak < (16 << 20 if driver == "sqlite" else 8 << 20), f"peak {peak >> 20} MiB"
+
+
+def test_a_record_with_more_cells_than_the_header_is_refused_and_nothing_changes(
+    database: Database, stripe_hook: Any, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    first = succeeded_run(stripe_hook)
+    load(database, stripe_hook, first, table)
+    second = succeeded_run(stripe_hook)
+    # The simulator writes only well-formed files: a broken one has to come from the response.
+    broken = [b"balance_transaction_id,gross\ntxn_1,1.00\n", b"txn_2,2.00,surplus\n"]
+    broken.append(b"\n" * (second["result"]["size"] - sum(map(len, broken))))  # the announced size
+    monkeypatch.setattr(requests.Response, "iter_content", lambda self, *args, **kwargs: iter(broken))
+
+    with pytest.raises(ReportLoadError) as failed:
+        load(database, stripe_hook, second, table)
+
+    if database.kind == "postgres":
+        assert "extra data after last expected column" in str(failed.value)
+    else:
+        assert "A record of the result file has 3 cells where the header has 2: 'txn_2,2.00,surplus'" in str(
+            failed.value
+        )
+    assert database.rows(f'SELECT count(*), min("_report_run_id") FROM "{table}"') == [(24, first["id"])]
+
+
 # ---------------------------------------------------------------------------------------------
 # The CSV stream
 
@@ -429,6 +521,20 @@ def test_a_connection_whose_hook_is_not_a_sql_hook_is_refused(stripe_conn: Strip
         "(common.sql's DbApiHook): sql_conn_id must name a database connection such as postgres or sqlite."
     )
     assert sim_key_not_in(str(failed.value), stripe_conn)
+
+
+def test_a_connection_type_no_installed_provider_knows_says_what_to_install(airflow_conn: Callable[..., str]) -> None:
+    from airflow_provider_reportruns._compat import AirflowFailException
+
+    airflow_conn("warehouse", conn_type="no_such_database", host="db.invalid")
+    with pytest.raises(AirflowFailException) as failed:
+        sql_operator().get_sql_hook()
+    message = str(failed.value)
+    assert message.startswith("The connection 'warehouse' (conn type 'no_such_database') gives no hook here: ")
+    assert message.endswith(
+        "Install the provider of that connection type; for SQLite and PostgreSQL, pip install "
+        '"airflow-provider-reportruns[sql]" or "airflow-provider-reportruns[postgres]".'
+    )
 
 
 def sim_key_not_in(text: str, simulator: StripeSimulator) -> bool:
@@ -640,3 +746,33 @@ def test_a_load_cut_mid_stream_fails_the_task_with_the_cause_and_keeps_the_previ
         f"{run_id} broke off after" in whole_log(again)
     )
     assert sqlite_warehouse.rows('SELECT count(*), min("_report_run_id") FROM activity') == before
+
+
+SQL_CANARY = "sk_test_SqlOperatorCanary4Tz8Kp2Lm7Wq"
+SQL_CANARY_CORE = "SqlOperatorCanary4Tz8"
+
+
+def test_a_deferred_load_through_both_waits_loads_the_rows_and_keeps_no_key(
+    write_dag: Callable[[str, str], Path],
+    sqlite_warehouse: Database,
+    start_sim: Callable[..., StripeSimulator],
+    after_first: Callable[..., None],
+) -> None:
+    simulator = start_sim(api_key=SQL_CANARY, data_available_end=MAR_2 - 6 * 3600, run_delay=0.5)
+    after_first(
+        simulator,
+        lambda r: r.kind == "create" and r.status == 400,
+        0.3,
+        lambda: simulator.set_data_available_end(MAR_2),
+    )
+    dag_file = load_dag(write_dag, "sql_deferred", deferrable=True, data_poll_interval=0.2)
+
+    result = run_dag(dag_file, "sql_deferred", logical_date=dt.datetime(2024, 3, 2, tzinfo=UTC))
+
+    assert result.state == "success", whole_log(result)
+    assert whole_log(result).count("[DAG TEST] running trigger in line") == 2  # the data wait, the run wait
+    [run] = simulator.report_runs()
+    assert result.xcom("load")["report_run_id"] == run["id"]
+    assert sqlite_warehouse.rows('SELECT count(*), min("_report_run_id") FROM activity') == [(24, run["id"])]
+    kept = {"log": result.log_text, "xcom": repr(result.xcoms), "rendered": repr(result.rendered_fields)}
+    assert [where for where, text in kept.items() if SQL_CANARY_CORE in text] == []

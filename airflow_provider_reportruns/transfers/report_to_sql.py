@@ -63,7 +63,7 @@ class StripeReportToSqlOperator(BaseOperator):
     - everything else, ids included: ``TEXT``. An empty cell is NULL.
 
     SQLite has no exact decimal or time types: there the types are affinities (amounts are stored
-    as SQLite numbers, times as text). The table is created when missing; a report column the
+    as SQLite numbers, times as the report's text, the interval as ``2024-03-01 00:00:00+00:00``). The table is created when missing; a report column the
     table lacks is added to it (``ALTER TABLE … ADD COLUMN``, logged), inside the load's
     transaction where the database allows it. Existing columns keep their types.
 

@@ -88,7 +88,6 @@ SQL_TYPES: dict[str, dict[str, str]] = {
         "text": "TEXT",
     },
 }
-DEFAULT_BATCH_SIZE = 10_000
 # Chunks queued between the download and a psycopg2 COPY: bounds the memory held in between.
 _COPY_QUEUE_CHUNKS = 8
 
@@ -324,7 +323,8 @@ class _Table:
         existing = self.existing_columns(cursor)
         if existing is None:
             body = ", ".join(f"{self.quote(c)} {self.sql_type(c)}" for c in columns)
-            cursor.execute(f"CREATE TABLE {self.name} ({body})")
+            # IF NOT EXISTS: a first load of another key may create it at the same moment.
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.name} ({body})")
             log.info("Created table %s with %d columns.", self.display, len(columns))
         else:
             for column in [c for c in columns if c not in set(existing)]:
@@ -355,9 +355,6 @@ class _Table:
 class _Sink:
     """Where whole CSV records go: a COPY, or batched inserts."""
 
-    def __init__(self, records: CsvRecords) -> None:
-        self.records = records
-
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -368,8 +365,7 @@ class _Sink:
 class _InsertSink(_Sink):
     """Batched ``executemany`` inserts of parsed records (any DB-API database)."""
 
-    def __init__(self, records: CsvRecords, cursor: Any, table: _Table, columns: Sequence[str], key: LoadKey, batch_size: int) -> None:  # fmt: skip
-        super().__init__(records)
+    def __init__(self, cursor: Any, table: _Table, columns: Sequence[str], key: LoadKey, batch_size: int) -> None:
         self.cursor = cursor
         self.batch_size = batch_size
         self.constants = list(key.values())
@@ -384,7 +380,8 @@ class _InsertSink(_Sink):
         for row in csv.reader(io.StringIO(data.decode("utf-8"), newline="")):
             if len(row) != self.width:
                 raise ReportLoadError(
-                    f"A record of the result file has {len(row)} cells where the header has {self.width}: {row!r}"
+                    f"A record of the result file has {len(row)} cells where the header has {self.width}: "
+                    f"{','.join(row)[:200]!r}"
                 )
             self.batch.append([cell if cell != "" else None for cell in row] + self.constants)
             if len(self.batch) >= self.batch_size:
@@ -410,8 +407,7 @@ def _copy_statement(table: _Table, columns: Sequence[str]) -> str:
 class _Psycopg3CopySink(_Sink):
     """``COPY … FROM STDIN`` through psycopg 3, which takes the data as it is pushed."""
 
-    def __init__(self, records: CsvRecords, cursor: Any, statement: str) -> None:
-        super().__init__(records)
+    def __init__(self, cursor: Any, statement: str) -> None:
         self._stack = contextlib.ExitStack()
         self._copy = self._stack.enter_context(cursor.copy(statement))
 
@@ -448,8 +444,7 @@ class _Psycopg2CopySink(_Sink):
     """``COPY … FROM STDIN`` through psycopg2, which pulls from a file: the COPY runs in a thread
     reading what the download pushes into a bounded queue."""
 
-    def __init__(self, records: CsvRecords, cursor: Any, statement: str) -> None:
-        super().__init__(records)
+    def __init__(self, cursor: Any, statement: str) -> None:
         self._reader = _QueueReader()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(cursor, statement), name="report-copy", daemon=True)
@@ -479,9 +474,16 @@ class _Psycopg2CopySink(_Sink):
             self._put(data)
 
     def close(self, error: BaseException | None) -> None:
-        self._put(_QueueReader._END if error is None else ReportLoadError("the download failed"))
+        if error is not None:
+            # The reader raises it inside copy_expert, which ends the COPY with CopyFail; if the
+            # COPY itself failed first, its error is the one already on its way.
+            with contextlib.suppress(BaseException):
+                self._put(ReportLoadError("the download of the result file failed"))
+            self._thread.join()
+            return
+        self._put(_QueueReader._END)
         self._thread.join()
-        if error is None and self._error is not None:
+        if self._error is not None:
             raise self._error
 
 
@@ -531,11 +533,11 @@ class _Attempt:
         self.replaced = self.table.delete_key(self.cursor, self.key)
         columns = [*header, *PROVENANCE_COLUMNS]
         if not self.use_copy:
-            return _InsertSink(self.records, self.cursor, self.table, columns, self.key, self.batch_size)
+            return _InsertSink(self.cursor, self.table, columns, self.key, self.batch_size)
         statement = _copy_statement(self.table, columns)
         if hasattr(self.cursor, "copy_expert"):
-            return _Psycopg2CopySink(self.records, self.cursor, statement)
-        return _Psycopg3CopySink(self.records, self.cursor, statement)
+            return _Psycopg2CopySink(self.cursor, statement)
+        return _Psycopg3CopySink(self.cursor, statement)
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
         try:
@@ -578,7 +580,7 @@ def load_result(
     table: str,
     schema: str | None,
     parameters: Mapping[str, Any],
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
     log: logging.Logger | Any,
 ) -> int:
     """Stream a succeeded run's result file into ``table``, replacing the rows of the same load
