@@ -285,6 +285,7 @@ def _loader(params: dict[str, Any]) -> Any:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
+    from airflow_provider_reportruns.transfers.report_to_sql import DEFAULT_BATCH_SIZE
     from airflow_provider_reportruns.transfers.sql_load import load_result
 
     stripe_hook = StripeReportingHook()
@@ -296,7 +297,14 @@ def _loader(params: dict[str, Any]) -> Any:
 
     def load() -> int:
         return load_result(
-            sql_hook, stripe_hook, run, table=params["table"], schema=None, parameters=run["parameters"], log=log
+            sql_hook,
+            stripe_hook,
+            run,
+            table=params["table"],
+            schema=None,
+            parameters=run["parameters"],
+            batch_size=DEFAULT_BATCH_SIZE,  # COPY on PostgreSQL: unused, but the loader asks for it
+            log=log,
         )
 
     return load
