@@ -40,6 +40,8 @@ class Sizes:
     waits_spread_seconds: float  # row 4: finishes spread over this long
     parse_processes: int  # row 5: fresh processes per variant
     backfill_intervals: int  # row 6
+    load_bytes: int = 1 << 30  # row 7
+    load_repeats: int = 3  # row 7: alternating repetitions of each side
 
 
 FULL = Sizes(
@@ -69,11 +71,13 @@ QUICK = Sizes(
     waits_spread_seconds=1.0,
     parse_processes=1,
     backfill_intervals=1,
+    load_bytes=4 << 20,
+    load_repeats=1,
 )
 
 
 # Row group -> module; rows 2 and 6 share one Airflow process (its first dag.test() costs ~6 s).
-GROUPS = {"1": "overhead", "2+6": "flow", "3": "download", "4": "waits", "5": "parse"}
+GROUPS = {"1": "overhead", "2+6": "flow", "3": "download", "4": "waits", "5": "parse", "7": "load"}
 
 
 def _rows() -> dict[str, Callable[[Sizes, Path], list[Row]]]:

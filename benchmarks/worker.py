@@ -18,6 +18,7 @@ WORKERS = {
     "waits": "benchmarks.waits:worker",
     "import": "benchmarks.parse:import_worker",
     "parse": "benchmarks.parse:parse_worker",
+    "load": "benchmarks.load:worker",
 }
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -41,6 +42,9 @@ EXPECTED_ROWS = {
     "6b": True,
     "6c": True,
     "6d": True,
+    "7a": True,
+    "7b": True,
+    "7c": True,
 }
 
 pytestmark = pytest.mark.skipif(
@@ -52,10 +56,30 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _postgres_missing() -> str | None:
+    """Why row 7 cannot run here (no PostgreSQL server binaries), or ``None``."""
+    from airflow_provider_reportruns.testing.postgres import PostgresUnavailable, postgres_bin
+
+    try:
+        postgres_bin("initdb")
+        postgres_bin("postgres")
+    except PostgresUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def test_quick_benchmarks_produce_every_row_with_numbers(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
+    expected = dict(EXPECTED_ROWS)
+    only: list[str] = []
+    missing = _postgres_missing()
+    if missing is not None:
+        # Row 7 loads into a PostgreSQL server; the others still prove the harness runs.
+        warnings.warn(f"benchmark row 7 not run: {missing}", stacklevel=1)
+        expected = {key: ref for key, ref in expected.items() if not key.startswith("7")}
+        only = ["--only", "1,2,3,4,5,6"]
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output), *only],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -65,8 +89,8 @@ def test_quick_benchmarks_produce_every_row_with_numbers(tmp_path: Path) -> None
     results = json.loads(output.read_text())
     rows = {row["key"]: row for row in results["rows"]}
 
-    assert sorted(rows) == sorted(EXPECTED_ROWS)
-    for key, has_reference in EXPECTED_ROWS.items():
+    assert sorted(rows) == sorted(expected)
+    for key, has_reference in expected.items():
         row = rows[key]
         assert row["error"] is None, f"{key}: {row['error']}"
         assert _is_number(row["ours"]), f"{key}: ours = {row['ours']!r}"
@@ -75,5 +99,5 @@ def test_quick_benchmarks_produce_every_row_with_numbers(tmp_path: Path) -> None
         assert row["target"], key
     assert results["meta"]["quick"] is True
     # The table went to stdout too, one line per row.
-    for key in EXPECTED_ROWS:
+    for key in expected:
         assert any(line.startswith(f"{key} ") for line in completed.stdout.splitlines()), key

@@ -122,6 +122,7 @@ def test_docs_exist_and_have_code() -> None:
         "errors-and-retries.md",
         "report-types.md",
         "deployment.md",
+        "warehouse.md",
     }
     assert expected <= {path.name for path in DOCS.glob("*.md")}
     assert sum(len(blocks) for blocks in PAGES.values()) >= 20

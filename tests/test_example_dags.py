@@ -1,5 +1,6 @@
 """The example DAGs import cleanly on the installed Airflow; the daily balance report runs end to end
-against the simulator, as one deferrable task (the flagship) and step by step."""
+against the simulator, as one deferrable task (the flagship) and step by step; the daily load of
+balance changes fills a SQLite table once per day, and its SQL check passes (and fails on doubled rows)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ MAR_1 = int(dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc).timestamp())
 MAR_2 = int(DAY.timestamp())
 FLAGSHIP = "example_stripe_balance_report"
 STEPS = "example_stripe_balance_report_steps"
+TO_SQL = "example_stripe_balance_changes_to_sql"
 EXAMPLES = {
     FLAGSHIP: "example_stripe_balance_report.py",
     STEPS: "example_stripe_balance_report_steps.py",
     "example_stripe_reports_deferrable": "example_stripe_reports_deferrable.py",
+    TO_SQL: "example_stripe_balance_changes_to_sql.py",
 }
 
 
@@ -61,6 +64,14 @@ def test_the_example_dags_folder_imports_without_errors(example_dags_dir: Path, 
     ]
     # The steps version needs no triggerer: its sensors reschedule.
     assert {steps.get_task(t).mode for t in ("wait_for_data", "wait_for_report_run")} == {"reschedule"}
+
+    to_sql = bag.get_dag(TO_SQL)
+    assert [t.task_id for t in to_sql.topological_sort()] == ["load_balance_changes", "check_day_rows"]
+    load = to_sql.get_task("load_balance_changes")
+    assert type(load).__name__ == "StripeReportToSqlOperator"
+    assert load.report_type == "balance_change_from_activity.itemized.3"
+    assert load.deferrable is True and load.wait_for_data is True
+    assert type(to_sql.get_task("check_day_rows")).__name__ == "SQLCheckOperator"
 
 
 @pytest.fixture
@@ -171,3 +182,95 @@ def test_the_daily_balance_report_steps_example_runs_end_to_end(
     assert result.xcom("create_report_run") == run["id"]
     # The run took 1.5 s: the reschedule sensor saw it pending at least once.
     assert "is pending" in "".join(result.logs("wait_for_report_run"))
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, airflow_conn, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A SQLite database behind the connection the to-SQL example loads into."""
+    database = tmp_path / "warehouse.db"
+    airflow_conn("example_warehouse", conn_type="sqlite", host=str(database))
+    monkeypatch.setenv("STRIPE_WAREHOUSE_CONN_ID", "example_warehouse")
+    monkeypatch.setenv("STRIPE_EXAMPLE_POKE_SECONDS", "1")
+    return database
+
+
+def _table(database: Path, sql: str) -> list[tuple]:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(database)) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_the_balance_changes_to_sql_example_loads_each_day_once_and_checks_its_rows(
+    example_dags_dir: Path, airflow_conn, warehouse: Path
+) -> None:
+    dag_file = example_dags_dir / EXAMPLES[TO_SQL]
+    with StripeSimulator(run_delay=1.5) as simulator:
+        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
+
+        first = run_dag(dag_file, TO_SQL, logical_date=DAY)
+        again = run_dag(dag_file, TO_SQL, logical_date=DAY)  # a re-run of the day
+        next_day = run_dag(dag_file, TO_SQL, logical_date=DAY + dt.timedelta(days=1))
+
+        runs = {run["id"]: run for run in simulator.report_runs()}
+        contents = {run_id: simulator.result_content(run_id) for run_id in runs}
+    for result in (first, again, next_day):
+        assert result.state == "success", result.log_text[-3000:]
+        assert set(result.task_states.values()) == {"success"}
+    loaded = first.xcom("load_balance_changes")
+    [run] = [r for r in runs.values() if r["parameters"]["interval_end"] == MAR_2]
+    assert run["report_type"] == "balance_change_from_activity.itemized.3"
+    assert run["parameters"] == {"currency": "usd", "interval_start": MAR_1, "interval_end": MAR_2}
+    csv_rows = list(csv.DictReader(io.StringIO(contents[run["id"]].decode())))
+    assert len(csv_rows) > 0
+    assert loaded["report_run_id"] == run["id"]
+    assert loaded["rows"] == len(csv_rows)
+    assert loaded["table"] == "stripe_balance_changes"
+    # The re-run reused the day's report run and replaced its rows: two days, each once.
+    assert again.xcom("load_balance_changes")["report_run_id"] == run["id"]
+    assert len(runs) == 2
+    per_run = dict(_table(warehouse, "SELECT _report_run_id, COUNT(*) FROM stripe_balance_changes GROUP BY 1"))
+    assert per_run == {run_id: len(list(csv.DictReader(io.StringIO(c.decode())))) for run_id, c in contents.items()}
+    ids = _table(
+        warehouse, f"SELECT balance_transaction_id FROM stripe_balance_changes WHERE _report_run_id = '{run['id']}'"
+    )
+    assert sorted(i for (i,) in ids) == sorted(row["balance_transaction_id"] for row in csv_rows)
+
+
+def test_the_balance_changes_check_fails_when_the_days_rows_are_doubled(
+    example_dags_dir: Path, airflow_conn, warehouse: Path
+) -> None:
+    import runpy
+    import sqlite3
+    from contextlib import closing
+
+    import jinja2
+    from airflow.providers.common.sql.operators.sql import SQLCheckOperator
+
+    dag_file = example_dags_dir / EXAMPLES[TO_SQL]
+    with StripeSimulator(run_delay=0.0) as simulator:
+        airflow_conn("stripe_default", conn_type="stripe", host=simulator.url, password=simulator.api_key)
+        result = run_dag(dag_file, TO_SQL, logical_date=DAY)
+    assert result.state == "success", result.log_text[-3000:]
+    loaded = result.xcom("load_balance_changes")
+    # What a hand-written load that appends would leave after a retry of the day.
+    with closing(sqlite3.connect(warehouse)) as db, db:
+        db.execute("INSERT INTO stripe_balance_changes SELECT * FROM stripe_balance_changes")
+
+    class _TaskInstance:
+        @staticmethod
+        def xcom_pull(task_ids: str) -> dict:
+            assert task_ids == "load_balance_changes"
+            return loaded
+
+    sql = runpy.run_path(str(dag_file))["dag"].get_task("check_day_rows").sql
+    rendered = jinja2.Template(sql).render(
+        ti=_TaskInstance(),
+        data_interval_start=str(result.data_interval_start),
+        data_interval_end=str(result.data_interval_end),
+    )
+    check = SQLCheckOperator(task_id="check", conn_id="example_warehouse", sql=rendered)
+    with pytest.raises(Exception, match="Test failed") as failed:
+        check.execute({})
+    assert f"= {loaded['rows']} FROM stripe_balance_changes" in str(failed.value)

@@ -117,6 +117,9 @@ class StripeReportToStorageOperator(BaseOperator):
         self.timeout = float(timeout)
         self.data_poll_interval = float(data_poll_interval)
         self.data_timeout = float(data_timeout)
+        # Where this try stored the file, for the lineage event after it (OpenLineage calls
+        # back with the task instance only; the operator is the one that executed).
+        self.stored_uri: str | None = None
 
     @cached_property
     def hook(self) -> StripeReportingHook:
@@ -196,7 +199,8 @@ class StripeReportToStorageOperator(BaseOperator):
             else None,
         )
         self.log.info("Stripe report run %s succeeded.", done["id"])
-        return download_result(self, self.hook, done, str(self.destination), context, request.parameters)
+        self.stored_uri = download_result(self, self.hook, done, str(self.destination), context, request.parameters)
+        return self.stored_uri
 
     def _wait_for_data(self, interval_end: int) -> None:
         """Return once ``data_available_end`` reaches the interval end, or defer until it does."""
@@ -242,4 +246,21 @@ class StripeReportToStorageOperator(BaseOperator):
 
         run = report_run_from_event(event, timeout_error=AirflowException)
         self.log.info("Stripe report run %s succeeded.", run["id"])
-        return download_result(self, self.hook, run, str(self.destination), context, self.build_parameters(context))
+        self.stored_uri = download_result(
+            self, self.hook, run, str(self.destination), context, self.build_parameters(context)
+        )
+        return self.stored_uri
+
+    # -- lineage ---------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage's input and output of a finished try: the Stripe report type on the
+        connection's account, and the stored file (see :mod:`airflow_provider_reportruns.lineage`).
+        Called by the OpenLineage provider, when installed; ``None`` without it.
+
+        :param task_instance: the finished task instance (unused: the operator kept what it stored).
+        """
+        from airflow_provider_reportruns.lineage import file_dataset, operator_lineage, stripe_report_dataset
+
+        outputs = [file_dataset(self.stored_uri)] if self.stored_uri else []
+        return operator_lineage([stripe_report_dataset(self.hook.client, str(self.report_type))], outputs)

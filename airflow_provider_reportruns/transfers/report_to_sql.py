@@ -345,6 +345,20 @@ class StripeReportToSqlOperator(BaseOperator):
         self.log.info("Stripe report run %s succeeded.", run["id"])
         return self._load(run, self.build_parameters(context), sql_hook)
 
+    # -- lineage ---------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage's input and output of a finished load: the Stripe report type on the
+        connection's account, and the table (see :mod:`airflow_provider_reportruns.lineage`).
+        Called by the OpenLineage provider, when installed; ``None`` without it.
+
+        :param task_instance: the finished task instance (unused).
+        """
+        from airflow_provider_reportruns.lineage import operator_lineage, stripe_report_dataset, table_dataset
+
+        report = stripe_report_dataset(self.hook.client, str(self.report_type))
+        return operator_lineage([report], [table_dataset(self.get_sql_hook(), str(self.table), self.schema)])
+
 
 def _iso(value: str | None) -> str | None:
     """``2024-03-01 00:00:00+00:00`` as ``2024-03-01T00:00:00+00:00``."""
