@@ -151,6 +151,40 @@ def test_a_wait_on_an_old_run_completes_without_paging_through_the_newer_runs(st
         assert [r.kind for r in cycle] in (["list", "retrieve"], ["list"])
 
 
+def test_waits_spread_among_many_other_runs_are_listed_while_a_day_older_run_is_retrieved(start_sim) -> None:
+    # A mixed account: 48 waited runs among 912 others, created a second apart (eight pages
+    # hold the waited ones, two more the others), and one waited run created a day before them
+    # all. Listing eight pages answers 48 waits; the old run alone is retrieved. Judging every page against the oldest run instead (which
+    # no page within reach gets to) retrieved the 59 runs not on the first page by id instead.
+    offset = [-86400.0]
+    simulator = start_sim(run_delay=NEVER, clock=lambda: time.time() + offset[0])
+    [old] = create_runs(simulator, 1)
+    offset[0] = 0.0
+    runs: list[tuple[str, int]] = []
+    for _ in range(960):
+        offset[0] += 1.0
+        runs += create_runs(simulator, 1)
+    waited = [old, *runs[200::16]]  # the newest 760 runs: eight pages, then two of others
+
+    async def wait_then_finish() -> list[dict[str, Any]]:
+        waits = asyncio.gather(*(first_event(t) for t in run_waits(waited, poll_interval=0.5)))
+        await asyncio.sleep(1.6)
+        for run_id, _ in waited:
+            simulator.finish_report_run(run_id)
+        return await waits
+
+    events = asyncio.run(asyncio.wait_for(wait_then_finish(), 60))
+
+    assert [(e["status"], e["report_run_id"]) for e in events] == [("succeeded", run_id) for run_id, _ in waited]
+    cycles = cycles_of(polls(simulator))
+    for cycle in cycles:
+        kinds = [r.kind for r in cycle]
+        assert kinds.count("retrieve") <= 2, f"{kinds.count('retrieve')} retrieves in a cycle"
+        assert kinds.count("list") <= math.ceil(961 / 100) + 1, f"{kinds.count('list')} pages in a cycle"
+    assert len(cycles) >= 3
+    assert old[0] in {r.run_id for r in polls(simulator) if r.kind == "retrieve"}
+
+
 def test_waits_without_created_are_retrieved_once_then_answered_by_the_list(start_sim) -> None:
     # Triggers serialized by a version without ``created`` (or a run sensor's).
     simulator = start_sim(run_delay=NEVER)

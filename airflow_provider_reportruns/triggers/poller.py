@@ -361,11 +361,21 @@ class ReportRunPoller(AccountPoller[RunWait]):
 
 
 def _next_page_pays(pages: int, newest: int, reached: int, remaining_created: list[int]) -> bool:
-    """Whether another list page is expected to cost fewer requests than one retrieve per run
-    still unseen: the pages so far say how many seconds of the account's runs a page holds."""
+    """Whether listing on beats retrieving the unseen runs by id, for some of them.
+
+    The pages so far say how many seconds of the account's runs a page holds. Listing down to
+    the k-th newest unseen run costs the pages to get there and answers k runs; the runs beyond
+    are retrieved by id either way. So another page pays when, for some k, fewer than k pages
+    reach the k-th newest: a thousand waits spread over twenty pages are listed, and the one run
+    a day older than the rest is retrieved, without either deciding for the other.
+    """
     seconds_per_page = max(newest - reached, 1) / pages
-    pages_left = max(1, math.ceil((reached - min(remaining_created)) / seconds_per_page))
-    return pages_left < len(remaining_created)
+    # Runs created after the last page's oldest were on the pages already or are not listed
+    # under this cursor: no page reaches them.
+    reachable = sorted((created for created in remaining_created if created <= reached), reverse=True)
+    return any(
+        max(1, math.ceil((reached - created) / seconds_per_page)) < k for k, created in enumerate(reachable, start=1)
+    )
 
 
 class ReportDataPoller(AccountPoller[DataWait]):
