@@ -37,6 +37,7 @@ __all__ = [
     "ReportRunPoller",
     "RunWait",
     "Wait",
+    "active_pollers",
     "poller_for",
 ]
 
@@ -400,6 +401,11 @@ def poller_for(kind: type[P], client: StripeReportingClient) -> P:
     if poller is None:
         poller = pollers[key] = kind(client)
     return poller
+
+
+def active_pollers() -> list[AccountPoller[Any]]:
+    """The running loop's pollers that still have waits registered."""
+    return list(_pollers.get(asyncio.get_running_loop(), {}).values())
 
 
 def _forget(poller: AccountPoller[Any]) -> None:
