@@ -345,6 +345,8 @@ def test_serialized_triggers_and_their_events_hold_no_key(canary_conn, tmp_path:
             "poll_interval",
             "end_time",
             "first_poll_at",
+            "coalesce",
+            "created",
         }
         assert all(v is None or isinstance(v, (str, int, float)) for v in kwargs.values()), kwargs
     assert [d.method_name for d in deferrals[2:]] == ["execute_after_data", "execute_complete"]

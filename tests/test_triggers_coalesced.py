@@ -429,3 +429,76 @@ def test_a_coalesce_waits_that_is_not_yes_or_no_is_refused_with_its_name(start_s
     event = asyncio.run(asyncio.wait_for(first_event(StripeReportRunTrigger("frr_any", poll_interval=0.2)), 30))
     assert event["status"] == "error"
     assert "The extra field coalesce_waits in connection 'stripe_default' must be true or false" in event["message"]
+
+
+def test_cleanup_takes_the_wait_out_of_the_poller_and_may_run_twice(start_sim) -> None:
+    simulator = start_sim(run_delay=NEVER)
+    runs = create_runs(simulator, 3)
+    triggers = run_waits(runs, poll_interval=0.2)
+
+    async def scenario() -> tuple[int, int, list[Any]]:
+        tasks = [asyncio.ensure_future(first_event(t)) for t in triggers]
+        while not [r for r in simulator.requests(settle=0) if r.kind == "list"]:
+            await asyncio.sleep(0.02)
+        [poller] = poller_module.active_pollers()
+        before = len(poller.pending())
+        await triggers[0].cleanup()  # what Airflow 3's triggerer calls when it drops a trigger
+        await triggers[0].cleanup()
+        after = len(poller.pending())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return before, after, poller_module.active_pollers()
+
+    before, after, left = asyncio.run(asyncio.wait_for(scenario(), 30))
+
+    assert (before, after, left) == (3, 2, [])
+
+
+class _TaskInstance:
+    """What the operators read of ``context["ti"]``: its identity and ``xcom_push``."""
+
+    dag_id, run_id, map_index, try_number = "coalesced", "manual__2024-03-02", -1, 1
+    task_id = "create"
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def test_the_deferring_sensor_and_operator_hand_the_runs_created_to_the_trigger(start_sim) -> None:
+    try:  # Airflow 3
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow 2
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
+
+    from airflow_provider_reportruns.operators.report_run import StripeCreateReportRunOperator
+    from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
+
+    simulator = start_sim(run_delay=NEVER)
+    [(run_id, created)] = create_runs(simulator, 1)
+    day = dt.datetime(2024, 3, 2, tzinfo=UTC)
+    context: dict[str, Any] = {
+        "data_interval_start": day - dt.timedelta(days=1),
+        "data_interval_end": day,
+        "ti": _TaskInstance(),
+    }
+    tasks = [
+        StripeReportRunSensor(task_id="wait", report_run_id=run_id, deferrable=True, poke_interval=30),
+        StripeCreateReportRunOperator(
+            task_id="create",
+            report_type="balance.summary.1",
+            wait_for_completion=True,
+            deferrable=True,
+            poll_interval=30,
+        ),
+    ]
+    handed: list[Any] = []
+    for task in tasks:
+        with pytest.raises(TaskDeferred) as deferred:
+            task.execute(context)
+        handed.append(deferred.value.trigger.serialize()[1])
+
+    assert [(kwargs["report_run_id"], kwargs["created"]) for kwargs in handed] == [
+        (run_id, created),
+        (run_id, created),  # the operator reused the interval's pending run
+    ]

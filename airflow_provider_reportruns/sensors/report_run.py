@@ -75,6 +75,8 @@ class StripeReportRunSensor(BaseSensorOperator):
         self.stripe_conn_id = stripe_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self._last_status: str | None = None
+        # The run's creation time as last fetched: a deferred wait carries it to the triggerer's poller.
+        self._last_created: int | None = None
 
     @cached_property
     def hook(self) -> StripeReportingHook:
@@ -89,6 +91,8 @@ class StripeReportRunSensor(BaseSensorOperator):
         run = fetch_while_waiting(lambda: self.hook.get_report_run(str(self.report_run_id)), self.log)
         if run is not None:
             self._last_status = run.get("status")
+            created = run.get("created")
+            self._last_created = created if isinstance(created, int) else None
         return run
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
@@ -134,6 +138,7 @@ class StripeReportRunSensor(BaseSensorOperator):
                 poll_interval=float(self.poke_interval),
                 end_time=now + float(self.timeout),
                 first_poll_at=now + float(self.poke_interval),  # this poke has just asked
+                created=self._last_created,
             ),
             method_name="execute_complete",
         )
