@@ -35,6 +35,7 @@ class Sizes:
     download_repeats: int  # row 3: alternating repetitions of each side
     waits_cases: tuple[WaitCase, ...]  # row 4: each case runs coalesced, then per-run polling
     waits_rate: float  # row 4: max_requests_per_second of the connection, coalesced waits
+    waits_cases_together: bool  # row 4: run the cases side by side (tiny sizes only: they share the CPU)
     parse_processes: int  # row 5: fresh processes per variant
     backfill_intervals: int  # row 6
 
@@ -63,6 +64,7 @@ FULL = Sizes(
         ),
     ),
     waits_rate=25.0,  # Stripe's test-mode read limit
+    waits_cases_together=False,
     parse_processes=20,
     backfill_intervals=30,
 )
@@ -89,6 +91,7 @@ QUICK = Sizes(
         ),
     ),
     waits_rate=25.0,
+    waits_cases_together=True,
     parse_processes=1,
     backfill_intervals=1,
 )

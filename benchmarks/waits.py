@@ -82,10 +82,13 @@ def reference_rate(waits: int, poll: float) -> float:
 
 
 def run(sizes: Any, workdir: Path) -> list[Row]:
-    rows: list[Row] = []
-    for case in sizes.waits_cases:
-        rows.extend(_case_rows(case, sizes.waits_rate, workdir / f"case{case.key}"))
-    return rows
+    import concurrent.futures
+
+    cases: list[WaitCase] = list(sizes.waits_cases)
+    workers = len(cases) if sizes.waits_cases_together else 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        produced = pool.map(lambda case: _case_rows(case, sizes.waits_rate, workdir / f"case{case.key}"), cases)
+        return [row for rows in produced for row in rows]
 
 
 def _case_rows(case: WaitCase, rate: float, workdir: Path) -> list[Row]:
