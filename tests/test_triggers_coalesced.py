@@ -502,3 +502,31 @@ def test_the_deferring_sensor_and_operator_hand_the_runs_created_to_the_trigger(
         (run_id, created),
         (run_id, created),  # the operator reused the interval's pending run
     ]
+
+
+def test_a_run_seen_finished_on_a_page_before_its_first_poll_fires_no_earlier_than_that(start_sim) -> None:
+    # In Airflow, a trigger firing within seconds of deferring races the deferring task's exit.
+    simulator = start_sim(run_delay=NEVER)
+    [busy, finished] = create_runs(simulator, 2)
+    simulator.finish_report_run(finished[0])
+    fired: dict[str, float] = {}
+
+    async def scenario() -> dict[str, Any]:
+        [other] = run_waits([busy], poll_interval=0.2)
+        keep_polling = asyncio.ensure_future(first_event(other))
+        while not [r for r in simulator.requests(settle=0) if r.kind in POLLING]:
+            await asyncio.sleep(0.02)
+        fired["first_poll_at"] = time.time() + 1.5
+        [late] = run_waits([finished], poll_interval=0.2, first_poll_at=fired["first_poll_at"])
+        event = await first_event(late)
+        fired["event"] = time.time()
+        keep_polling.cancel()
+        await asyncio.gather(keep_polling, return_exceptions=True)
+        return event
+
+    event = asyncio.run(asyncio.wait_for(scenario(), 30))
+
+    assert event["status"] == "succeeded"
+    lists_before = [r for r in polls(simulator) if r.kind == "list" and r.timestamp < fired["first_poll_at"] - 0.5]
+    assert lists_before, "a page held the finished run before its first poll"
+    assert fired["first_poll_at"] - 0.02 <= fired["event"] < fired["first_poll_at"] + 0.5

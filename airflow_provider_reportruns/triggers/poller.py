@@ -24,7 +24,7 @@ from airflow_provider_reportruns.client import ReportRunStatus, StripeError
 from airflow_provider_reportruns.waiting import data_covers, run_outcome, waits_through
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from airflow_provider_reportruns.client import AccountResources, StripeReportingClient
 
@@ -73,6 +73,11 @@ class Wait:
         self.end_time = end_time
         first = first_poll_at if first_poll_at is not None else time.time()
         self.due_at = min(first, end_time) if end_time is not None else first
+        # A page may show the run finished before the wait's own first poll. The outcome is held
+        # until then, as a wait polled on its own would have found it: a trigger that fires
+        # within seconds of deferring races the deferring task's exit in Airflow and gets it retried.
+        self.hold_until = self.due_at if first_poll_at is not None else -math.inf
+        self._held: asyncio.TimerHandle | None = None
         self.last_seen: dict[str, Any] | None = None
         self.last_status: str | None = None
         self.outcome: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
@@ -84,7 +89,13 @@ class Wait:
 
     @property
     def done(self) -> bool:
-        return self.outcome.done()
+        """Whether the wait has its outcome (perhaps held until its first poll's time)."""
+        return self._held is not None or self.outcome.done()
+
+    def close(self) -> None:
+        """Drop an outcome still held: the wait left the poller."""
+        if self._held is not None:
+            self._held.cancel()
 
     def checked(self, seen: dict[str, Any], status: str, at: float) -> None:
         """The poller saw the object at ``at`` (a cycle's start) and the wait goes on."""
@@ -120,8 +131,17 @@ class Wait:
         notes, self._notes = self._notes, []
         return notes
 
-    def _settle(self, set_outcome: Any) -> None:
-        if not self.done:
+    def _settle(self, set_outcome: Callable[[], None]) -> None:
+        if self.done:
+            return
+        hold = self.hold_until - time.time()
+        if hold > 0:
+            self._held = asyncio.get_running_loop().call_later(hold, self._release, set_outcome)
+        else:
+            self._release(set_outcome)
+
+    def _release(self, set_outcome: Callable[[], None]) -> None:
+        if not self.outcome.done():
             set_outcome()
             self._news.set()
 
@@ -181,6 +201,7 @@ class AccountPoller(Generic[W]):
 
     def unregister(self, wait: W) -> None:
         """Forget ``wait`` at once (its trigger ended or was cancelled); stop with the last one."""
+        wait.close()
         waits = self._waits.get(wait.key)
         if waits is not None and wait in waits:
             waits.remove(wait)

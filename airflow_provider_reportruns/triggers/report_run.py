@@ -182,7 +182,7 @@ class StripePollingTrigger(BaseTrigger):
             while True:
                 for note in await wait.news():
                     self.log.warning("%s", note)
-                if wait.done:
+                if wait.outcome.done():
                     break
         finally:
             self._registration = None
