@@ -40,22 +40,29 @@ class SharedConnection(NamedTuple):
     coalesce_waits: bool
 
 
-def _shared_for(stripe_conn_id: str) -> SharedConnection:
-    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook, coalesce_waits
+def _client_for(stripe_conn_id: str) -> StripeReportingClient:
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook
 
     hook = StripeReportingHook(stripe_conn_id)
     try:
         conn = hook.get_connection(stripe_conn_id)
     except Exception:
-        hook.client  # noqa: B018  # raises the hook's own message (missing connection, …)
-        raise
+        return hook.client  # raises the hook's own message (missing connection, …)
     digest = hashlib.sha256(
         json.dumps([stripe_conn_id, conn.host, conn.port, conn.password, conn.extra_dejson], sort_keys=True).encode()
     ).hexdigest()
     client = _clients.get(digest)
     if client is None:
         client = _clients[digest] = hook.client
-    return SharedConnection(client, coalesce_waits(conn.extra_dejson, f"connection '{stripe_conn_id}'"))
+    return client
+
+
+def _shared_for(stripe_conn_id: str) -> SharedConnection:
+    from airflow_provider_reportruns.hooks.stripe import StripeReportingHook, coalesce_waits
+
+    client = _client_for(stripe_conn_id)  # raises for a missing or malformed connection
+    extra = StripeReportingHook(stripe_conn_id).get_connection(stripe_conn_id).extra_dejson
+    return SharedConnection(client, coalesce_waits(extra, f"connection '{stripe_conn_id}'"))
 
 
 # Lookups under way, per event loop and connection id: triggers that start together (a triggerer
