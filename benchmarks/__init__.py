@@ -3,8 +3,8 @@
 One command prints one table and writes ``benchmarks/results.json``::
 
     python3 scripts/bootstrap.py --airflow 3
-    .venv-af3/bin/python -m benchmarks            # full size, 6 to 9 minutes
-    .venv-af3/bin/python -m benchmarks --quick    # tiny sizes, ~25 s: checks the harness, not the targets
+    .venv-af3/bin/python -m benchmarks            # full size, about 20 minutes
+    .venv-af3/bin/python -m benchmarks --quick    # tiny sizes, ~40 s: checks the harness, not the targets
 
 The parent process runs the local Stripe simulators and never imports Airflow; everything that is
 measured runs in worker processes (``python -m benchmarks.worker``) with their own throw-away

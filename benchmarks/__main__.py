@@ -17,11 +17,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from benchmarks._common import REPO, Row, fmt
+from benchmarks._common import REPO, Row, WaitCase, fmt
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,9 @@ class Sizes:
     flow_poll_seconds: float  # row 2: P, the example DAG's poke interval
     download_bytes: int  # row 3
     download_repeats: int  # row 3: alternating repetitions of each side
-    waits: int  # row 4: concurrent waits
-    waits_poll_seconds: float  # row 4: P
-    waits_rate: float  # row 4: max_requests_per_second of the connection
-    waits_lead_seconds: float  # row 4: earliest run finish after the waits start
-    waits_spread_seconds: float  # row 4: finishes spread over this long
+    waits_cases: tuple[WaitCase, ...]  # row 4: each case runs coalesced, then per-run polling
+    waits_rate: float  # row 4: max_requests_per_second of the connection, coalesced waits
+    waits_cases_together: bool  # row 4: run the cases side by side (tiny sizes only: they share the CPU)
     parse_processes: int  # row 5: fresh processes per variant
     backfill_intervals: int  # row 6
     load_bytes: int = 1 << 30  # row 7
@@ -50,11 +48,25 @@ FULL = Sizes(
     flow_poll_seconds=3.0,
     download_bytes=1 << 30,
     download_repeats=7,
-    waits=1000,
-    waits_poll_seconds=12.0,
-    waits_rate=100.0,
-    waits_lead_seconds=4.0,
-    waits_spread_seconds=30.0,
+    waits_cases=(
+        WaitCase("1", waits=1000, poll_seconds=30.0, lead_seconds=5.0, spread_seconds=60.0),
+        WaitCase("2", waits=5000, poll_seconds=30.0, lead_seconds=5.0, spread_seconds=60.0, rss_target_mb=300.0),
+        # The old row's P and schedule: finishes over 30 s.
+        WaitCase("3", waits=1000, poll_seconds=12.0, lead_seconds=5.0, spread_seconds=30.0),
+        WaitCase(
+            "4",
+            waits=1000,
+            poll_seconds=30.0,
+            lead_seconds=5.0,
+            spread_seconds=60.0,
+            other_runs=20000,
+            other_hours=4.0,
+            backfill_minutes=15.0,
+            old_run=True,
+        ),
+    ),
+    waits_rate=25.0,  # Stripe's test-mode read limit
+    waits_cases_together=False,
     parse_processes=20,
     backfill_intervals=30,
 )
@@ -64,11 +76,24 @@ QUICK = Sizes(
     flow_poll_seconds=1.0,
     download_bytes=8 << 20,
     download_repeats=1,
-    waits=40,
-    waits_poll_seconds=1.0,
-    waits_rate=100.0,
-    waits_lead_seconds=0.5,
-    waits_spread_seconds=1.0,
+    waits_cases=(
+        WaitCase("1", waits=40, poll_seconds=1.0, lead_seconds=0.5, spread_seconds=1.0),
+        WaitCase("2", waits=80, poll_seconds=1.0, lead_seconds=0.5, spread_seconds=1.0, rss_target_mb=300.0),
+        WaitCase("3", waits=40, poll_seconds=0.5, lead_seconds=0.5, spread_seconds=1.0),
+        WaitCase(
+            "4",
+            waits=40,
+            poll_seconds=1.0,
+            lead_seconds=0.5,
+            spread_seconds=1.0,
+            other_runs=300,
+            other_hours=4.0,
+            backfill_minutes=15.0,
+            old_run=True,
+        ),
+    ),
+    waits_rate=25.0,
+    waits_cases_together=True,
     parse_processes=1,
     backfill_intervals=1,
     load_bytes=4 << 20,
@@ -184,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "stripe": _package_version("stripe"),
         "requests": _package_version("requests"),
         "urllib3": _package_version("urllib3"),
-        "sizes": sizes.__dict__,
+        "sizes": asdict(sizes),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"meta": meta, "rows": [r.as_json() for r in rows]}, indent=2, default=str) + "\n")

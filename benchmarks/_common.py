@@ -61,6 +61,38 @@ class Row:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class WaitCase:
+    """One case of row 4: N deferred waits on one account, polled every P seconds.
+
+    Run k of the N (in creation order) finishes ``lead + spread * ((k * 7919) mod N) / N`` seconds
+    after it was created, so finishes are spread evenly but shuffled against the order of the waits.
+
+    :param key: the case's digit in the row keys (``4.1a`` …).
+    :param waits: N, the waits in one triggerer's event loop.
+    :param poll_seconds: P, every wait's ``poll_interval``.
+    :param lead_seconds: the earliest finish, after the run's creation.
+    :param spread_seconds: finishes spread over this long after the lead.
+    :param other_runs: runs of the same account nobody waits for (a mixed account), all finished.
+    :param other_hours: the other runs were created evenly over this many hours before the waits started.
+    :param backfill_minutes: the waited runs were created evenly over this many minutes before the
+        waits started (0: just before, one after the other, as a backfill creates them).
+    :param old_run: one more wait, on a run created a day before the rest, finishing mid-spread.
+    :param rss_target_mb: the coalesced worker's peak RSS target.
+    """
+
+    key: str
+    waits: int
+    poll_seconds: float
+    lead_seconds: float
+    spread_seconds: float
+    other_runs: int = 0
+    other_hours: float = 0.0
+    backfill_minutes: float = 0.0
+    old_run: bool = False
+    rss_target_mb: float = 200.0
+
+
 def failed_rows(keys_and_names: Iterable[tuple[str, str]], target: str, error: str) -> list[Row]:
     """Rows for a measurement that could not be made: no numbers, FAIL, and the reason."""
     return [Row(k, name, None, None, "", None, target, False, error=error) for k, name in keys_and_names]

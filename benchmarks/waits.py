@@ -1,36 +1,40 @@
-"""Row 4: a thousand concurrent waits for report runs, as a triggerer runs them.
+"""Row 4: deferred waits for report runs in one triggerer, coalesced vs per-run polling.
 
-Three workers, one after the other, each against its own simulator with the same schedule:
+Each case (:class:`~benchmarks._common.WaitCase`) runs twice, one worker after the other, each
+against a fresh simulator with the same schedule:
 
-* ``triggers``: N ``StripeReportRunTrigger(...).run()`` coroutines in one asyncio loop (what a
-  triggerer does with N deferred tasks), plus a ticker coroutine that sleeps 10 ms at a time and
-  records how late it wakes up: the longest event-loop stall. To explain a stall, the worker also
-  records when garbage collections ran and when the triggers' connection lookups ran (each
-  trigger's ``get_shared_client`` reads the connection in asgiref's one ``sync_to_async`` thread,
-  which competes with the loop for the GIL).
-* ``threads``: the baseline without deferral, N threads each calling ``StripeReportRunSensor.poke``
-  every P seconds in one process.
-* ``triggers`` again, with the worker calling ``gc.freeze()`` after its imports (rows 4f/4g): what
-  the loop looks like when garbage collections no longer walk Airflow's import-time heap.
+* ``per_run`` (the reference, the provider's behaviour before coalescing): N
+  ``StripeReportRunTrigger(..., coalesce=False)`` coroutines in one asyncio loop, each retrieving
+  its own run every P seconds. Its connection's limit is set high enough for N/P requests per
+  second (see :func:`reference_rate`), so what is measured is per-run polling, not the limiter.
+* ``coalesced``: the same N triggers with ``coalesce=None``, the default (the connection's
+  ``coalesce_waits``, on unless switched off): one poller per account lists the account's runs,
+  100 to a page, and retrieves old stragglers by id. Its connection has Stripe's test-mode limit.
 
-Both read the connection ``stripe_default`` from ``AIRFLOW_CONN_STRIPE_DEFAULT`` with
-``max_requests_per_second`` = R, the client-side limit shared by everything in the process. The
-client keeps ``RateLimiter.HEADROOM`` (5 %) under R, so it aims at 0.95 R starts per second; the
-target is still the configured R, measured where it matters, at the simulator. The
-parent creates the N runs only once the worker has imported Airflow and built its waits, then
-sends it the run ids, so the schedule does not depend on import time. Run k (in creation order)
-finishes ``lead + spread * ((k * 7919) mod N) / N`` seconds after it was created: finishes are
-spread evenly but shuffled relative to the order the waits poll in.
+Both workers run N ``run()`` coroutines in one loop, as a triggerer does, plus a ticker coroutine
+that sleeps 10 ms at a time and records how late it wakes: the longest event-loop stall. The parent
+creates the runs only once the worker has imported Airflow, then sends it the run ids and creation
+times, so the schedule does not depend on import time.
 
-From the simulator's request log: the busiest 1-second window of status requests. From
-``sim.succeeded_at(run)`` and the worker's event times (same machine clock): the detection delay.
-Peak RSS is the worker's ``VmHWM``: everything the process ever held, Airflow imports included.
+The mixed account (``other_runs``) moves the simulator's clock back while it creates runs, so that
+their ``created`` lies in the past: the other runs evenly over ``other_hours``, the waited runs over
+the last ``backfill_minutes`` of those, and one more waited run a day before the rest. Every waited
+run still finishes ``lead + spread * …`` seconds after it was really created. The per-run
+reference retrieves its runs by id and never lists, so its simulator holds the waited runs only:
+creating 20,000 runs takes half a minute, and they cannot change a single request it sends.
+
+Measured at the simulator (its request log): requests per poll cycle (coalesced: a cycle starts at
+a list request without a cursor; per-run: consecutive P-second windows), per completed wait, per
+second (mean, busiest 1-s window). From ``sim.succeeded_at(run)`` and the worker's event times (same
+machine clock): the detection delay. Peak RSS is the worker's ``VmHWM``: everything the process ever
+held, Airflow's imports included.
 """
 
 from __future__ import annotations
 
-import collections
+import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,376 +42,482 @@ from benchmarks._common import (
     INTERVAL,
     REPORT_TYPE,
     Row,
+    WaitCase,
     Worker,
     airflow_env,
     connection_json,
     failed_rows,
     median,
     percentile,
+    ratio,
     window_counts,
 )
 
-RSS_TARGET_MB = 200.0
 STALL_TARGET_MS = 100.0
 SHUFFLE = 7919  # a prime: (k * SHUFFLE) mod N visits every slot once for N not a multiple of it
-# Rows 4f/4g measure a triggerer-side change from outside: freezing the import-time heap after
-# start-up (gc.freeze(), as Airflow's DAG processor manager already does), so that generation-2
-# collections stop walking Airflow's ~165,000 import-time objects while the triggers run.
+PAGE = 100  # runs per list page, Stripe's maximum
+# Other runs finish this long after their (past) creation: all of them are history by the go.
+OTHER_RUN_SECONDS = 1.0
+DAY = 86400.0
+MODES = ("per_run", "coalesced")
+# Request-rate targets of the issue, per (N, P): mean requests per second of the coalesced waits.
+RATE_TARGETS = {(1000, 30.0): 0.5, (5000, 30.0): 2.0}
+# Stripe's live-mode read limit; the per-run reference gets more only when N/P needs more.
+LIVE_RATE = 100.0
+
+
+def reference_rate(waits: int, poll: float) -> float:
+    """The per-run reference's client limit: Stripe's live-mode 100/s when N/P fits well under it,
+    else twice N/P rounded up to a hundred, so that the limiter never sets the pace.
+
+    :param waits: N.
+    :param poll: P in seconds.
+    """
+    from airflow_provider_reportruns.client import RateLimiter
+
+    need = waits / poll
+    if need <= 0.9 * LIVE_RATE * (1.0 - RateLimiter.HEADROOM):
+        return LIVE_RATE
+    return math.ceil(2 * need / 100.0) * 100.0
 
 
 def run(sizes: Any, workdir: Path) -> list[Row]:
-    from airflow_provider_reportruns.client import RateLimiter
+    import concurrent.futures
 
-    n, poll, rate = sizes.waits, sizes.waits_poll_seconds, sizes.waits_rate
-    # What the limiter really lets through per second: the configured rate minus its headroom.
-    paced = rate * (1.0 - RateLimiter.HEADROOM)
-    if n / poll > paced:
-        raise ValueError(
-            f"{n} waits polling every {poll} s need {n / poll:.0f} requests/s, over the {paced:g}/s the client "
-            f"paces to at the limit {rate:g}"
-        )
+    cases: list[WaitCase] = list(sizes.waits_cases)
+    workers = len(cases) if sizes.waits_cases_together else 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        produced = pool.map(lambda case: _case_rows(case, sizes.waits_rate, workdir / f"case{case.key}"), cases)
+        return [row for rows in produced for row in rows]
+
+
+def _case_rows(case: WaitCase, rate: float, workdir: Path) -> list[Row]:
+    n, poll = case.waits, case.poll_seconds
+    label = f"{n:,} waits, P={poll:g} s" + (f", among {case.other_runs:,} other runs" if case.other_runs else "")
+    cycle_target = math.ceil(n / PAGE) + 2
     names = [
-        ("4a", "1,000 waits: peak RSS, triggers (ref: threads)"),
-        ("4b", "1,000 waits: busiest 1-s window of requests"),
-        ("4c", "1,000 waits: p99 detection delay"),
-        ("4d", "1,000 waits: median detection delay"),
-        ("4e", "1,000 waits: longest event-loop stall"),
-        ("4f", "1,000 waits with gc.freeze(): busiest 1-s window"),
-        ("4g", "1,000 waits with gc.freeze(): longest stall"),
+        ("a", f"{label}: requests per poll cycle"),
+        ("b", f"{label}: requests/s, mean"),
+        ("c", f"{label}: busiest 1-s window of requests"),
+        ("d", f"{label}: requests per completed wait"),
+        ("e", f"{label}: median detection delay"),
+        ("f", f"{label}: p99 detection delay"),
+        ("g", f"{label}: peak RSS"),
+        ("h", f"{label}: longest event-loop stall"),
     ]
+    if case.old_run:
+        names += [
+            ("i", f"{label}: the run a day older, detection delay"),
+            ("j", f"{label}: the run a day older, extra requests per cycle"),
+        ]
+    keyed = [(f"4.{case.key}{letter}", name) for letter, name in names]
     measured: dict[str, dict[str, Any]] = {}
     try:
-        for mode in ("triggers", "threads"):
-            measured[mode] = _measure(mode, sizes, workdir / mode)
-        measured["proposed"] = _measure("triggers", sizes, workdir / "proposed", gc_freeze=True)
+        for mode in MODES:
+            measured[mode] = _measure(case, mode, rate, workdir / mode)
     except Exception as exc:
-        return failed_rows(names, "see README", f"{type(exc).__name__}: {exc}")
+        return failed_rows(keyed, "see README", f"{type(exc).__name__}: {exc}")
+    ours, base = measured["coalesced"], measured["per_run"]
+    text = dict(keyed)
 
-    ours, base, proposed = measured["triggers"], measured["threads"], measured["proposed"]
-    label = f"{n:,} waits"
-    conditions = (
-        f"N={n}, P={poll:g} s, limit {rate:g} requests/s (the client paces to {paced:g}/s, "
-        f"headroom {RateLimiter.HEADROOM:.0%}; N/P = {n / poll:.0f}/s)"
-    )
-    return [
-        Row(
-            "4a",
-            f"{label}: peak RSS, triggers (ref: threads)",
-            ours["peak_rss_mb"],
-            base["peak_rss_mb"],
-            "MB",
-            None,
-            f"≤ {RSS_TARGET_MB:.0f} MB",
-            ours["peak_rss_mb"] <= RSS_TARGET_MB,
+    def row(
+        letter: str,
+        ours_value: float,
+        base_value: float,
+        unit: str,
+        target: str,
+        passed: bool | None,
+        note: str = "",
+        compare: bool = False,
+    ) -> Row:
+        key = f"4.{case.key}{letter}"
+        return Row(
+            key,
+            text[key],
+            ours_value,
+            base_value,
+            unit,
+            ratio(ours_value, base_value) if compare else None,
+            target,
+            passed,
+            note=note,
+        )
+
+    if case.other_runs:
+        window_pages = math.ceil((n + ours["others_in_window"]) / PAGE)
+        cycle_text, cycle_passed = f"info: the waits' window holds {window_pages} page{'s' * (window_pages != 1)}", None
+    else:
+        cycle_text, cycle_passed = f"≤ ⌈N/100⌉ + 2 = {cycle_target}", ours["max_cycle"] <= cycle_target
+    rate_target = None if case.other_runs else RATE_TARGETS.get((n, poll))
+    rows = [
+        row(
+            "a",
+            ours["max_cycle"],
+            base["max_cycle"],
+            "req",
+            cycle_text,
+            cycle_passed,
             note=(
-                f"{conditions}; whole worker process incl. Airflow imports "
-                f"({ours['rss_ready_mb']:.0f} MB before the waits started; threads: {base['rss_ready_mb']:.0f} MB)"
+                f"coalesced (ours) at the limit {rate:g}/s (Stripe's test mode), per-run polling (reference) at "
+                f"{base['rate']:g}/s ({_reference_note(n, poll, base['rate'])}); finishes spread over "
+                f"{case.spread_seconds:g} s from {case.lead_seconds:g} s after creation; the busiest cycle: "
+                f"coalesced {ours['cycles']} cycles (a cycle starts at a list request without a cursor), median "
+                f"{ours['median_cycle']:g} requests, busiest P-second window {ours['max_p_window']}; per-run: "
+                f"requests per P-second window, median {base['median_cycle']:g}; coalesced requests: "
+                f"{ours['lists']:,} list pages, {ours['retrieves']:,} retrieves"
+                + (
+                    f"; mixed account: {case.other_runs:,} other runs created over {case.other_hours:g} h, the "
+                    f"waited runs over its last {case.backfill_minutes:g} min ({ours['others_in_window']:,} other "
+                    "runs among them), one waited run a day older"
+                    if case.other_runs
+                    else ""
+                )
             ),
-            details={"triggers": ours["summary"], "threads": base["summary"]},
+            compare=True,
         ),
-        Row(
-            "4b",
-            f"{label}: busiest 1-s window of requests",
+        row(
+            "b",
+            ours["mean_rate"],
+            base["mean_rate"],
+            "req/s",
+            f"≤ {rate_target:g} req/s" if rate_target is not None else "info",
+            ours["mean_rate"] <= rate_target if rate_target is not None else None,
+            note=f"all requests from the go to the last event ({ours['duration']:.0f} s coalesced, {base['duration']:.0f} s per-run)",
+            compare=True,
+        ),
+        row(
+            "c",
             ours["max_window"],
             base["max_window"],
             "req",
-            None,
-            f"≤ {rate:g} (limit); 0 windows over",
-            ours["windows_over"] == 0 and ours["max_window"] <= rate,
-            note=(
-                f"at the simulator, against the configured limit {rate:g} (the client aims at {paced:g}); "
-                f"windows over the limit: triggers {ours['windows_over']}, threads "
-                f"{base['windows_over']}; busiest window by the client's own clock, at the rate limiter / at "
-                f"the send: triggers {ours['max_window_at_limiter']} / {ours['max_window_at_send']}, threads "
-                f"{base['max_window_at_limiter']} / {base['max_window_at_send']}; send → simulator timestamp "
-                f"p99 {ours['transit_ms']['p99']:.1f} ms, max {ours['transit_ms']['max']:.1f} ms (triggers); "
-                f"mean rate triggers {ours['mean_rate']:.0f}/s, threads {base['mean_rate']:.0f}/s; "
-                f"status requests: triggers {ours['requests']:,}, threads {base['requests']:,}"
-            ),
+            f"≤ {rate:g} (the limit)",
+            ours["max_window"] <= rate,
+            note=f"at the simulator; per-run under its own limit {base['rate']:g}",
         ),
-        Row(
-            "4c",
-            f"{label}: p99 detection delay",
+        row(
+            "d",
+            ours["per_wait"],
+            base["per_wait"],
+            "req",
+            "info",
+            None,
+            note=(
+                f"all requests / waits that ended with the run's event: coalesced {ours['requests']:,} / "
+                f"{ours['completed']:,}, per-run {base['requests']:,} / {base['completed']:,}"
+            ),
+            compare=True,
+        ),
+        row("e", ours["median_delay"], base["median_delay"], "s", "info (≈ P/2 expected)", None),
+        row(
+            "f",
             ours["p99_delay"],
             base["p99_delay"],
             "s",
-            None,
             f"≤ P + 1 = {poll + 1:g} s",
             ours["p99_delay"] <= poll + 1 and ours["missed"] == 0,
             note=(
-                f"from the run turning succeeded on the server to the trigger's event (threads: poke returning); "
-                f"runs never seen finished: triggers {ours['missed']}, threads {base['missed']}"
+                f"server finish → the trigger's event; max coalesced {ours['max_delay']:.1f} s, per-run "
+                f"{base['max_delay']:.1f} s; waits without their run's event: coalesced {ours['missed']}, per-run "
+                f"{base['missed']}; events other than succeeded: coalesced {len(ours['non_success'])}, per-run "
+                f"{len(base['non_success'])}"
             ),
         ),
-        Row(
-            "4d",
-            f"{label}: median detection delay",
-            ours["median_delay"],
-            base["median_delay"],
-            "s",
-            None,
-            "info (≈ P/2 expected)",
-            None,
+        row(
+            "g",
+            ours["peak_rss_mb"],
+            base["peak_rss_mb"],
+            "MB",
+            f"≤ {case.rss_target_mb:.0f} MB",
+            ours["peak_rss_mb"] <= case.rss_target_mb,
+            note=(
+                f"whole worker process incl. Airflow's imports ({ours['rss_ready_mb']:.0f} MB before the waits "
+                f"started; per-run {base['rss_ready_mb']:.0f} MB)"
+            ),
+            compare=True,
         ),
-        Row(
-            "4e",
-            f"{label}: longest event-loop stall",
+        row(
+            "h",
             ours["max_stall_ms"],
-            None,
+            base["max_stall_ms"],
             "ms",
-            None,
-            f"≤ {STALL_TARGET_MS:.0f} ms",
-            ours["max_stall_ms"] <= STALL_TARGET_MS,
+            f"< {STALL_TARGET_MS:.0f} ms",
+            ours["max_stall_ms"] < STALL_TARGET_MS,
             note=(
-                f"lateness of a 10 ms ticker coroutine in the triggers' loop (p99 {ours['p99_stall_ms']:.1f} ms, "
-                f"worst {ours['worst_stall_at_s']:.2f} s after the start); slowest garbage collection: generation "
-                f"{ours['slowest_gc']['generation']}, {ours['slowest_gc']['ms']:.0f} ms at "
-                f"{ours['slowest_gc']['at_s']:.2f} s, over the {ours['heap_objects_at_start']:,} objects Airflow's "
-                f"imports left in the process; {_lookups_text(ours['lookups'])}; threads have no loop"
-            ),
-        ),
-        Row(
-            "4f",
-            f"{label} with gc.freeze(): busiest 1-s window",
-            proposed["max_window"],
-            ours["max_window"],
-            "req",
-            None,
-            f"≤ {rate:g} (limit); 0 windows over",
-            None,
-            note=(
-                f"diagnostic: the triggers worker calls gc.freeze() after its imports (a triggerer-side change); "
-                f"windows over: {proposed['windows_over']}; by the client's clock {proposed['max_window_at_send']}; "
-                f"send → simulator p99 {proposed['transit_ms']['p99']:.1f} ms, max "
-                f"{proposed['transit_ms']['max']:.1f} ms; p99 detection delay {proposed['p99_delay']:.1f} s; "
-                "reference: 4b"
-            ),
-            details={"triggers": proposed["summary"]},
-        ),
-        Row(
-            "4g",
-            f"{label} with gc.freeze(): longest stall",
-            proposed["max_stall_ms"],
-            ours["max_stall_ms"],
-            "ms",
-            None,
-            f"≤ {STALL_TARGET_MS:.0f} ms",
-            None,
-            note=(
-                f"diagnostic, as 4f; slowest garbage collection {proposed['slowest_gc']['ms']:.0f} ms; "
-                f"worst stall {proposed['worst_stall_at_s']:.2f} s after the start; "
-                f"{_lookups_text(proposed['lookups'])}; reference: 4e"
+                f"lateness of a 10 ms ticker in the triggers' loop: p99 coalesced {ours['p99_stall_ms']:.1f} ms, "
+                f"per-run {base['p99_stall_ms']:.1f} ms; slowest garbage collection coalesced "
+                f"{ours['slowest_gc_ms']:.0f} ms, per-run {base['slowest_gc_ms']:.0f} ms"
             ),
         ),
     ]
+    if case.old_run:
+        rows += [
+            row(
+                "i",
+                ours["old_delay"],
+                base["old_delay"],
+                "s",
+                f"≤ P + 1 = {poll + 1:g} s",
+                ours["old_delay"] <= poll + 1,
+                note="from its finish on the server to its trigger's event",
+            ),
+            row(
+                "j",
+                ours["old_extra"],
+                base["old_extra"],
+                "req",
+                "≤ 2",
+                ours["old_extra"] <= 2,
+                note=(
+                    "busiest cycle's retrieves of that run plus list pages reaching past the other waits' "
+                    f"oldest run (in all: coalesced {ours['old_requests']}, per-run {base['old_requests']})"
+                ),
+            ),
+        ]
+    for r in rows:
+        r.details = {"coalesced": ours["summary"], "per_run": base["summary"]} if r.key.endswith("a") else {}
+    return rows
 
 
-def _measure(mode: str, sizes: Any, workdir: Path, gc_freeze: bool = False) -> dict[str, Any]:
+def _reference_note(n: int, poll: float, rate: float) -> str:
+    need = n / poll
+    if rate <= LIVE_RATE:
+        return f"N/P = {need:.0f}/s fits Stripe's live-mode limit"
+    return f"N/P = {need:.0f}/s is over any Stripe limit; lifted so the limiter is not what is measured"
+
+
+class _Plan:
+    """The simulator's clock and run delays, set by the parent before each create it sends."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0  # seconds added to the real clock
+        self.delay = 0.0  # the next run's delay, from its (shifted) creation
+
+    def clock(self) -> float:
+        return time.time() + self.shift
+
+    def run_delay(self, report_type: str, parameters: Any, seq: int) -> float:
+        return self.delay
+
+
+def _finish_after(case: WaitCase, k: int) -> float:
+    """Seconds after its real creation that waited run ``k`` finishes."""
+    n = case.waits
+    return case.lead_seconds + case.spread_seconds * ((k * SHUFFLE) % n) / n
+
+
+def _measure(case: WaitCase, mode: str, coalesced_rate: float, workdir: Path) -> dict[str, Any]:
     from airflow_provider_reportruns.client import StripeReportingClient
     from airflow_provider_reportruns.testing.simulator import StripeSimulator
 
-    n, poll, rate = sizes.waits, sizes.waits_poll_seconds, sizes.waits_rate
-    lead, spread = sizes.waits_lead_seconds, sizes.waits_spread_seconds
-
-    def run_delay(report_type: str, parameters: Any, seq: int) -> float:
-        return lead + spread * ((seq * SHUFFLE) % n) / n
-
-    # Longest possible wait: creation, the last finish, one poll interval, queueing at the limit.
-    budget = 30.0 + lead + spread + 3 * poll + n / rate
-    with StripeSimulator(run_delay=run_delay) as sim:
+    n, poll = case.waits, case.poll_seconds
+    rate = coalesced_rate if mode == "coalesced" else reference_rate(n, poll)
+    plan = _Plan()
+    # Longest possible wait: the last finish, the poll after it, queueing at the limit, slack.
+    budget = 30.0 + case.lead_seconds + case.spread_seconds + 3 * poll + (n + 1) / rate
+    with StripeSimulator(run_delay=plan.run_delay, clock=plan.clock) as sim:
         env = airflow_env(workdir / "home", connection=connection_json(sim.url, sim.api_key, rate))
-        params = {
-            "mode": mode,
-            "n": n,
-            "poll": poll,
-            "budget": budget,
-            "gc_freeze": gc_freeze,
-        }
+        params = {"mode": mode, "n": n + case.old_run, "poll": poll, "budget": budget}
         worker = Worker("waits", params, workdir, env)
         try:
-            worker.wait_ready(timeout=180)
             # Runs are created by a separate, unlimited client in this process: set-up, not measured.
             setup = StripeReportingClient(sim.api_key, api_base=sim.url, max_requests_per_second=100_000)
-            run_ids = [setup.create_report_run(REPORT_TYPE, INTERVAL)["id"] for _ in range(n)]
+
+            def create(created_at: float | None, finishes_in: float) -> dict[str, Any]:
+                """A run created at ``created_at`` (Unix s; ``None``: now) that finishes ``finishes_in``
+                seconds from now (negative: finished already)."""
+                plan.shift = 0.0 if created_at is None else created_at - time.time()
+                plan.delay = finishes_in - plan.shift
+                made: dict[str, Any] = setup.create_report_run(REPORT_TYPE, INTERVAL)
+                return made
+
+            anchor = time.time()
+            others: list[dict[str, Any]] = []
+            if mode == "coalesced" and case.other_runs:  # while the worker imports Airflow
+                span = case.other_hours * 3600.0
+                for j in range(case.other_runs):
+                    created_at = anchor - span * (1 - j / case.other_runs)
+                    others.append(create(created_at, created_at + OTHER_RUN_SECONDS - time.time()))
+            worker.wait_ready(timeout=180)
+            waited: list[dict[str, Any]] = []
+            old: dict[str, Any] | None = None
+            backfill = case.backfill_minutes * 60.0
+            if case.old_run:
+                # Mid-spread, off the shuffled slots of the others.
+                old = create(anchor - backfill - DAY, case.lead_seconds + case.spread_seconds * 0.5 + 0.37)
+            for k in range(n):
+                created_at = anchor - backfill * (1 - k / n) if backfill else None
+                waited.append(create(created_at, _finish_after(case, k)))
+            plan.shift = 0.0
             setup.close()
             sim.clear_requests()
-            worker.send({"run_ids": run_ids})
+            runs = ([old] if old else []) + waited
+            go_at = time.time()
+            worker.send({"waits": [[r["id"], r["created"]] for r in runs]})
             result = worker.finish(timeout=budget + 60)
         finally:
+            plan.shift = 0.0
             worker.kill()
-        served = [r for r in sim.requests() if r.kind == "retrieve"]
-        finished_at = {run_id: sim.succeeded_at(run_id) for run_id in run_ids}
+        served = sim.requests()
+        finished_at = {r["id"]: sim.succeeded_at(r["id"]) for r in runs}
+    return _summarize(case, mode, rate, go_at, served, runs, others, old, finished_at, result)
 
+
+def _summarize(
+    case: WaitCase,
+    mode: str,
+    rate: float,
+    go_at: float,
+    served: Sequence[Any],
+    runs: list[dict[str, Any]],
+    others: list[dict[str, Any]],
+    old: dict[str, Any] | None,
+    finished_at: dict[str, float],
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    poll = case.poll_seconds
+    events: dict[str, float] = result["events"]
+    non_success: dict[str, str] = result["non_success"]
+    ended = max(events.values(), default=go_at)
+    duration = max(ended - go_at, 1e-9)
     starts = [r.timestamp for r in served]
     counts = window_counts(starts)
-    delays = [result["events"][run_id] - finished_at[run_id] for run_id in run_ids if run_id in result["events"]]
-    duration = (max(starts) - min(starts)) if len(starts) > 1 else 0.0
-    client_side = {series: max(window_counts(result[series]), default=0) for series in ("limiter_starts", "sends")}
-    transit = _transit_ms(result["sends"], result["sent_runs"], served)
+    lists = [r for r in served if r.kind == "list"]
+    retrieves = [r for r in served if r.kind == "retrieve"]
+    if mode == "coalesced" and not lists:
+        raise RuntimeError("the coalesced waits sent no list request: is coalescing on by default?")
+    created = {r["id"]: int(r["created"]) for r in (*runs, *others)}
+    newer = [r for r in runs if old is None or r["id"] != old["id"]]
+    oldest_newer = min((created[r["id"]] for r in newer), default=0)
+    others_in_window = sum(1 for r in others if created[r["id"]] >= oldest_newer)
+
+    p_windows = _p_windows(served, go_at, poll, ended)
+    cycle_of = _cycle_index(served, go_at, poll, by_first_pages=mode == "coalesced")
+    cycle_counts: dict[int, int] = {}
+    old_extra: dict[int, int] = {}
+    old_requests = 0
+    for request, cycle in zip(served, cycle_of, strict=True):
+        cycle_counts[cycle] = cycle_counts.get(cycle, 0) + 1
+        if old is None:
+            continue
+        cursor = request.query.get("starting_after")
+        reaching_back = (
+            request.kind == "list" and cursor is not None and created.get(cursor, oldest_newer) < oldest_newer
+        )
+        if (request.kind == "retrieve" and request.run_id == old["id"]) or reaching_back:
+            old_extra[cycle] = old_extra.get(cycle, 0) + 1
+            old_requests += 1
+    cycles = sorted(cycle_counts.values())
+    completed = [run_id for run_id in events if run_id not in non_success]
+    delays = [events[r["id"]] - finished_at[r["id"]] for r in newer if r["id"] in events]
     measured = {
-        "transit_ms": transit,
-        "max_window_at_limiter": client_side["limiter_starts"],
-        "max_window_at_send": client_side["sends"],
-        "peak_rss_mb": result["peak_rss_mb"],
-        "rss_ready_mb": result["rss_ready_mb"],
+        "rate": rate,
+        "requests": len(served),
+        "lists": len(lists),
+        "retrieves": len(retrieves),
+        "duration": duration,
+        "mean_rate": len(served) / duration,
         "max_window": max(counts) if counts else 0,
         "windows_over": sum(1 for c in counts if c > rate),
-        "requests": len(served),
-        "mean_rate": len(served) / duration if duration else 0.0,
+        "cycles": len(cycles),
+        "max_cycle": cycles[-1] if cycles else 0,
+        "median_cycle": median(cycles),
+        "max_p_window": max(p_windows, default=0),
+        "per_wait": len(served) / len(completed) if completed else math.nan,
+        "completed": len(completed),
         "p99_delay": percentile(delays, 99.0),
         "median_delay": median(delays),
-        "max_delay": max(delays) if delays else float("nan"),
-        "missed": n - len(delays),
-        "max_stall_ms": result.get("max_stall_ms", float("nan")),
-        "p99_stall_ms": result.get("p99_stall_ms", float("nan")),
-        "stalls_over_100ms": result.get("stalls_over_100ms"),
-        "worst_stall_at_s": result.get("worst_stall_at_s"),
-        "slowest_gc": result.get("slowest_gc"),
-        "lookups": result.get("lookups"),
-        "heap_objects_at_start": result["heap_objects_at_start"],
-        "non_success_events": result["non_success"],
+        "max_delay": max(delays, default=math.nan),
+        "missed": case.waits - len(delays),
+        "others_in_window": others_in_window,
+        "old_delay": events[old["id"]] - finished_at[old["id"]] if old and old["id"] in events else math.nan,
+        "old_extra": max(old_extra.values(), default=0),
+        "old_requests": old_requests,
+        "peak_rss_mb": result["peak_rss_mb"],
+        "rss_ready_mb": result["rss_ready_mb"],
+        "max_stall_ms": result["max_stall_ms"],
+        "p99_stall_ms": result["p99_stall_ms"],
+        "slowest_gc_ms": result["slowest_gc_ms"],
+        "non_success": non_success,
         "errors": [r.status for r in served if r.status is None or r.status >= 300][:10],
     }
-    measured["summary"] = {k: v for k, v in measured.items()}
+    # The slowest detections, with the requests that addressed those runs (seconds after the go):
+    # whether the poll came late or its answer did.
+    slowest = sorted((r["id"] for r in newer if r["id"] in events), key=lambda i: finished_at[i] - events[i])[:3]
+    measured["slowest"] = [
+        {
+            "finished_s": round(finished_at[i] - go_at, 2),
+            "event_s": round(events[i] - go_at, 2),
+            "retrieves_s": [round(r.timestamp - go_at, 2) for r in retrieves if r.run_id == i],
+        }
+        for i in slowest
+    ]
+    measured["summary"] = {k: v for k, v in measured.items() if k != "non_success"}
     return measured
 
 
-def _lookups_text(lookups: dict[str, Any] | None) -> str:
-    if not lookups or not lookups["count"]:
-        return "no connection lookups recorded"
-    return (
-        f"{lookups['count']:,} connection lookups (one per trigger) ran {lookups['first_s']:.2f} to "
-        f"{lookups['last_s']:.2f} s after the start, {lookups['busy_ms']:.0f} ms in all"
-    )
-
-
-def _transit_ms(sends: list[float], sent_runs: list[str], served: list[Any]) -> dict[str, float]:
-    """From the client's send to the simulator's arrival timestamp, per request (matched by run id
-    and occurrence): how much the path between them can bunch requests together."""
-    sent: dict[tuple[str, int], float] = {}
-    occurrences: collections.Counter[str] = collections.Counter()
-    for at, run_id in zip(sends, sent_runs, strict=True):
-        sent[(run_id, occurrences[run_id])] = at
-        occurrences[run_id] += 1
-    arrived: collections.Counter[str] = collections.Counter()
-    delays = []
+def _p_windows(served: Sequence[Any], go_at: float, poll: float, ended: float) -> list[int]:
+    """Requests in each whole P-second window from the go to the last event."""
+    whole = max(int((ended - go_at) // poll), 1)
+    counts = [0] * whole
     for request in served:
-        key = (request.run_id or "", arrived[request.run_id or ""])
-        arrived[request.run_id or ""] += 1
-        if key in sent:
-            delays.append((request.timestamp - sent[key]) * 1000)
-    return {
-        "matched": len(delays),
-        "p50": median(delays),
-        "p99": percentile(delays, 99.0),
-        "p999": percentile(delays, 99.9),
-        "max": max(delays, default=float("nan")),
-    }
+        index = int((request.timestamp - go_at) // poll)
+        if 0 <= index < whole:
+            counts[index] += 1
+    return counts
+
+
+def _cycle_index(served: Sequence[Any], go_at: float, poll: float, by_first_pages: bool) -> list[int]:
+    """Each request's poll cycle: for a poller, a list request without a cursor opens a cycle
+    (requests before the first one belong to it); otherwise consecutive P-second windows."""
+    first_pages = [r for r in served if r.kind == "list" and "starting_after" not in r.query]
+    if not by_first_pages or not first_pages:
+        return [int((r.timestamp - go_at) // poll) for r in served]
+    cycle = 0
+    indexes = []
+    for request in served:
+        if request.kind == "list" and "starting_after" not in request.query and request is not first_pages[0]:
+            cycle += 1
+        indexes.append(cycle)
+    return indexes
 
 
 # -- worker side ---------------------------------------------------------------------------------
 
 
 def worker(params: dict[str, Any]) -> dict[str, Any]:
-    import gc
     import importlib
 
     from benchmarks._common import peak_rss_mb, rss_mb, worker_ready
 
-    n, poll, budget = params["n"], params["poll"], params["budget"]
     # Import what the waits need before saying ready: the schedule starts at the go message.
     importlib.import_module("airflow_provider_reportruns.hooks.stripe")
-    waits = "triggers.report_run" if params["mode"] == "triggers" else "sensors.report_run"
-    importlib.import_module(f"airflow_provider_reportruns.{waits}")
-
-    trace = _trace_starts()
-    heap_objects = len(gc.get_objects())
-    if params.get("gc_freeze"):  # rows 4f/4g: what the loop does if the process froze its import-time heap
-        gc.collect()
-        gc.freeze()
+    importlib.import_module("airflow_provider_reportruns.triggers.report_run")
     ready_rss = rss_mb()
-    run_ids: list[str] = worker_ready()["run_ids"]
-    if len(run_ids) != n:
-        raise ValueError(f"expected {n} run ids, got {len(run_ids)}")
-    deadline = time.time() + budget
-    if params["mode"] == "triggers":
-        outcome = _run_triggers(run_ids, poll, deadline)
-    else:
-        outcome = _run_threads(run_ids, poll, deadline)
-    return {
-        **outcome,
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_ready_mb": ready_rss,
-        "heap_objects_at_start": heap_objects,
-        **trace,
-    }
+    waits: list[list[Any]] = worker_ready()["waits"]
+    if len(waits) != params["n"]:
+        raise ValueError(f"expected {params['n']} waits, got {len(waits)}")
+    outcome = _run_triggers(waits, params["mode"], params["poll"], time.time() + params["budget"])
+    return {**outcome, "peak_rss_mb": peak_rss_mb(), "rss_ready_mb": ready_rss}
 
 
-def _trace_starts() -> dict[str, list[Any]]:
-    """Record, on this machine's clock, when the rate limiter let a request start and when
-    ``requests`` actually sent it, to tell client-side bunching from server-side timestamp jitter."""
-    import requests
-
-    from airflow_provider_reportruns.client import RateLimiter
-
-    trace: dict[str, list[Any]] = {"limiter_starts": [], "sends": [], "sent_runs": []}
-    try_start, send = RateLimiter._try_start, requests.Session.request
-
-    def traced_try_start(self: RateLimiter) -> float:
-        wait = try_start(self)
-        if wait <= 0:
-            trace["limiter_starts"].append(time.time())
-        return wait
-
-    def traced_send(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if "/report_runs/" in url:
-            trace["sends"].append(time.time())
-            trace["sent_runs"].append(url.rsplit("/", 1)[-1])
-        return send(self, method, url, *args, **kwargs)
-
-    RateLimiter._try_start = traced_try_start  # type: ignore[method-assign]
-    requests.Session.request = traced_send  # type: ignore[method-assign]
-    return trace
-
-
-def _run_triggers(run_ids: list[str], poll: float, deadline: float) -> dict[str, Any]:
+def _run_triggers(waits: list[list[Any]], mode: str, poll: float, deadline: float) -> dict[str, Any]:
     import asyncio
     import gc
 
-    import airflow_provider_reportruns.triggers.report_run as trigger_module
     from airflow_provider_reportruns.triggers.report_run import StripeReportRunTrigger
 
     events: dict[str, float] = {}
     non_success: dict[str, str] = {}
     lateness: list[float] = []
-    started = time.monotonic()
-    worst = {"at": 0.0, "ms": 0.0}
-    # Garbage-collector pauses hold the GIL and stop the loop: record them to explain stalls.
-    collections_ms: list[tuple[int, float, float]] = []  # (generation, at s, ms)
+    # Garbage-collector pauses hold the GIL and stop the loop: the slowest one explains a stall.
+    collections_ms: list[float] = []
     gc_started: dict[str, float] = {}
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             gc_started["t"] = time.monotonic()
         elif "t" in gc_started:
-            now = time.monotonic()
-            collections_ms.append((info["generation"], now - started, (now - gc_started.pop("t")) * 1000))
-
-    gc.callbacks.append(on_gc)
-
-    # Each trigger's first step looks its connection up (get_shared_client -> _client_for, run by
-    # sync_to_async in one thread): record when those lookups ran and how long they took.
-    lookup_spans: list[tuple[float, float]] = []
-    client_for = trigger_module._client_for
-
-    def timed_client_for(stripe_conn_id: str) -> Any:
-        began = time.monotonic()
-        try:
-            return client_for(stripe_conn_id)
-        finally:
-            lookup_spans.append((began - started, time.monotonic() - started))
-
-    trigger_module._client_for = timed_client_for  # type: ignore[assignment]
+            collections_ms.append((time.monotonic() - gc_started.pop("t")) * 1000)
 
     async def wait_for(trigger: StripeReportRunTrigger) -> None:
         async for event in trigger.run():
@@ -421,80 +531,40 @@ def _run_triggers(run_ids: list[str], poll: float, deadline: float) -> dict[str,
         while not stop.is_set():
             before = loop.time()
             await asyncio.sleep(0.01)
-            late = loop.time() - before - 0.01
-            lateness.append(late)
-            if late * 1000 > worst["ms"]:
-                worst.update(at=time.monotonic() - started, ms=late * 1000)
+            lateness.append(loop.time() - before - 0.01)
+
+    make = _trigger_factory(StripeReportRunTrigger, mode, poll)
 
     async def main() -> None:
         stop = asyncio.Event()
         tick = asyncio.create_task(ticker(stop))
-        triggers = [
-            StripeReportRunTrigger(report_run_id=run_id, poll_interval=poll, end_time=deadline) for run_id in run_ids
-        ]
+        triggers = [make(run_id, created, deadline) for run_id, created in waits]
         await asyncio.gather(*(wait_for(t) for t in triggers))
         stop.set()
         await tick
 
+    gc.callbacks.append(on_gc)
     try:
         asyncio.run(main())
     finally:
         gc.callbacks.remove(on_gc)
-        trigger_module._client_for = client_for  # type: ignore[assignment]
-    from benchmarks._common import percentile
-
-    slowest_gc = max(collections_ms, key=lambda c: c[2], default=(None, 0.0, 0.0))
-
     return {
         "events": events,
         "non_success": non_success,
-        "max_stall_ms": max(lateness) * 1000 if lateness else float("nan"),
+        "max_stall_ms": max(lateness) * 1000 if lateness else math.nan,
         "p99_stall_ms": percentile(lateness, 99.0) * 1000,
-        "stalls_over_100ms": sum(1 for late in lateness if late > 0.1),
-        "worst_stall_at_s": worst["at"],
-        "gc_collections": len(collections_ms),
-        "slowest_gc": {"generation": slowest_gc[0], "at_s": slowest_gc[1], "ms": slowest_gc[2]},
-        "lookups": {
-            "count": len(lookup_spans),
-            "first_s": min((a for a, _ in lookup_spans), default=0.0),
-            "last_s": max((b for _, b in lookup_spans), default=0.0),
-            "busy_ms": sum(b - a for a, b in lookup_spans) * 1000,
-        },
+        "slowest_gc_ms": max(collections_ms, default=0.0),
     }
 
 
-def _run_threads(run_ids: list[str], poll: float, deadline: float) -> dict[str, Any]:
-    import threading
+def _trigger_factory(trigger_class: Any, mode: str, poll: float) -> Callable[[str, int, float], Any]:
+    """The trigger as the deferring code builds it, with the run's id and ``created``; ``coalesce``
+    off for the reference, left to the connection (on by default) for the coalesced waits."""
+    coalesce = False if mode == "per_run" else None
 
-    from airflow_provider_reportruns._compat import PokeReturnValue
-    from airflow_provider_reportruns.sensors.report_run import StripeReportRunSensor
+    def make(run_id: str, created: int, deadline: float) -> Any:
+        return trigger_class(
+            report_run_id=run_id, poll_interval=poll, end_time=deadline, coalesce=coalesce, created=created
+        )
 
-    events: dict[str, float] = {}
-    non_success: dict[str, str] = {}
-    stop = threading.Event()
-
-    sensors = [
-        StripeReportRunSensor(task_id=f"wait_{index}", report_run_id=run_id, poke_interval=poll)
-        for index, run_id in enumerate(run_ids)
-    ]
-
-    def watch(sensor: StripeReportRunSensor) -> None:
-        run_id = str(sensor.report_run_id)
-        try:
-            while not stop.is_set() and time.time() < deadline:
-                done = sensor.poke({})  # type: ignore[arg-type]
-                if done is True or (isinstance(done, PokeReturnValue) and done.is_done):
-                    events[run_id] = time.time()
-                    return
-                stop.wait(poll)
-        except Exception as exc:  # a failed run or a Stripe error ends this wait, as it fails a task
-            events[run_id] = time.time()
-            non_success[run_id] = f"{type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=watch, args=(sensor,), daemon=True) for sensor in sensors]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(0.0, deadline - time.time()) + 5)
-    stop.set()
-    return {"events": events, "non_success": non_success}
+    return make
