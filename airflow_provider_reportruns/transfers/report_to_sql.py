@@ -160,7 +160,7 @@ class StripeReportToSqlOperator(BaseOperator):
         :raises AirflowFailException: naming what is wrong (and the extra to install, if missing).
         """
         from airflow_provider_reportruns._compat import AirflowFailException, BaseHook
-        from airflow_provider_reportruns.transfers.sql_load import check_identifier
+        from airflow_provider_reportruns.transfers.columns import check_identifier
 
         try:
             check_identifier(self.table, "table")
