@@ -11,6 +11,7 @@ read, and only the simulator's own process knows about a request still being ans
 from __future__ import annotations
 
 import argparse
+import collections
 import http.server
 import json
 import os
@@ -27,6 +28,8 @@ def _state(simulator: StripeSimulator) -> dict[str, Any]:
         "slow_creates_received": simulator.fault_counts.get("slow", 0),
         "slow_creates_answered": answered_slow,
         "report_runs": simulator.report_runs(),
+        # How the waits polled: with coalescing on, list pages answer most of them.
+        "requests_by_kind": dict(collections.Counter(r.kind for r in simulator.requests(settle=0))),
     }
 
 
