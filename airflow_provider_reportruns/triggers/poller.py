@@ -287,9 +287,9 @@ class ReportRunPoller(AccountPoller[RunWait]):
     """Answers report run waits from ``GET /v1/reporting/report_runs`` pages.
 
     Each cycle lists the account's runs created at or after the oldest due wait's run, newest
-    first, a hundred to a page, and follows the pages while the next one is expected to cost
-    fewer requests than retrieving the due runs still unseen one by one; those it did not reach
-    (one old run behind thousands of newer ones) are retrieved by id. A page only pays when it
+    first, a hundred to a page, and follows the pages while some of the due runs still unseen
+    can be reached in fewer pages than there are such runs (see :func:`_next_page_pays`); those
+    it did not reach (one old run behind thousands of newer ones) are retrieved by id. A page only pays when it
     can answer at least two runs: a lone wait is retrieved by id, as it would be on its own.
     """
 
